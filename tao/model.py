@@ -1,0 +1,192 @@
+"""The base model and the LoRA policy on top of it.
+
+Models load from safetensors only (pickle checkpoints are refused) and run no code shipped with the model
+unless ``model.trust_remote_code`` is set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tao import embedded
+from tao.config import LoraConfig, ModelConfig
+from tao.console import Console
+from tao.errors import InputError
+from tao.storage import sha256_file, write_json
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    """Which base model a run uses, pinned by the hash of its files."""
+
+    name: str  # as given: "default", a directory, or a hub id
+    path: Path  # the local directory it loads from
+    sha256: str  # of its weights, config and tokenizer files
+
+
+def resolve_base(config: ModelConfig, console: Console) -> BaseModel:
+    """Find the base model's directory (converting the embedded default on first use) and hash it."""
+    if config.name == "default":
+        path = embedded.embedded_model_dir(console)
+    elif Path(config.name).expanduser().is_dir():
+        path = Path(config.name).expanduser().resolve()
+    else:
+        path = _download(config.name)
+    if not any(path.glob("*.safetensors")):
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        found = f" (found {', '.join(pickles)})" if pickles else ""
+        raise InputError(f"no *.safetensors weights{found}; tao loads safetensors only", file=path)
+    return BaseModel(config.name, path, content_hash(path))
+
+
+def _download(name: str) -> Path:
+    if name.count("/") != 1:
+        raise InputError("not a model directory, and not a hub id of the form org/name", field="model", file=name)
+    try:
+        from huggingface_hub import snapshot_download
+
+        patterns = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken"]
+        return Path(snapshot_download(name, allow_patterns=patterns))
+    except Exception as exc:  # offline, unknown repo, gated repo: one line for the user
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"not a local directory, and the hub did not provide it: {reason}", file=name) from None
+
+
+def content_hash(path: Path) -> str:
+    """sha256 over the model's files (name and content); cached by size and mtime in the tao cache."""
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".safetensors", ".json", ".jinja"))
+    cache_file = embedded.cache_dir() / "hashes.json"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    outer = hashlib.sha256()
+    changed = False
+    for file in files:
+        stat = file.stat()
+        key = f"{file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        if key not in cache:
+            cache[key] = sha256_file(file)
+            changed = True
+        outer.update(f"{file.name}\0{cache[key]}\n".encode())
+    if changed:
+        with contextlib.suppress(OSError):  # a read-only cache only costs time
+            write_json(cache_file, cache)
+    return outer.hexdigest()
+
+
+def device() -> Any:
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_tokenizer(base: BaseModel, config: ModelConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base.path, trust_remote_code=config.trust_remote_code)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not tokenizer.chat_template:
+        raise InputError("the tokenizer has no chat template; tao needs an instruct/chat model", file=base.path)
+    return tokenizer
+
+
+def load_base(base: BaseModel, config: ModelConfig) -> Any:
+    """The base model in eval mode: float32 on CPU, bfloat16 on GPU, or 4-bit NF4 with ``quantize: nf4``."""
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    dev = device()
+    compute = torch.bfloat16 if dev.type == "cuda" else torch.float32  # bf16 is ~20x slower on CPUs
+    kwargs: dict[str, Any] = {"dtype": compute}
+    if config.quantize == "nf4":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=compute,
+            bnb_4bit_use_double_quant=True,
+        )
+        kwargs["device_map"] = {"": str(dev)}
+    model = AutoModelForCausalLM.from_pretrained(
+        base.path, use_safetensors=True, trust_remote_code=config.trust_remote_code, **kwargs
+    )
+    if config.quantize == "none":
+        model.to(dev)
+    model.eval()
+    return model
+
+
+def with_adapter(base_model: Any, adapter: Path | None, lora: LoraConfig, trainable: bool, seed: int) -> Any:
+    """The base with a LoRA adapter: loaded from ``adapter``, or a fresh one (B = 0, so it equals the base).
+
+    Undo with :func:`without_adapter` before attaching another one to the same base.
+    """
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import PeftModel, get_peft_model
+    from transformers import set_seed
+
+    if adapter is not None:
+        if not (adapter / "adapter_model.safetensors").is_file():
+            raise InputError("no adapter_model.safetensors; tao loads adapters from safetensors only", file=adapter)
+        model = PeftModel.from_pretrained(base_model, adapter, is_trainable=trainable)
+    else:
+        set_seed(seed)  # LoRA's A matrices are drawn at random
+        targets = lora.target_modules
+        peft_config = PeftLoraConfig(
+            r=lora.rank,
+            lora_alpha=lora.alpha,
+            lora_dropout=0.0,
+            target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(base_model, peft_config)
+    if not trainable:
+        model.eval()
+    return model
+
+
+def without_adapter(model: Any) -> Any:
+    """The base model again, with every LoRA layer removed (nothing merged)."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        model = model.unload()
+    model.eval()
+    return model
+
+
+class Policy:
+    """The base model in memory, with at most one adapter attached at a time.
+
+    The base loads once, on first use (a finished run loads nothing); each stage borrows it with
+    :meth:`attached` and gets it back without the adapter.
+    """
+
+    def __init__(self, base: BaseModel, model_config: ModelConfig, lora: LoraConfig):
+        self.base = base
+        self.model_config = model_config
+        self.lora = lora
+        self.tokenizer = load_tokenizer(base, model_config)
+        self._model: Any = None
+
+    @contextmanager
+    def attached(self, adapter: Path | None, trainable: bool = False, seed: int = 0) -> Iterator[Any]:
+        """The model with ``adapter`` (None: the plain base, or a fresh adapter when ``trainable``)."""
+        if self._model is None:
+            self._model = load_base(self.base, self.model_config)
+        model = self._model
+        if adapter is not None or trainable:
+            model = with_adapter(model, adapter, self.lora, trainable, seed)
+        try:
+            yield model
+        finally:
+            self._model = without_adapter(model)

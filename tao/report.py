@@ -1,0 +1,95 @@
+"""What a run reports: figures of the scored candidates, one line per round, and ``report.md``."""
+
+from __future__ import annotations
+
+from statistics import mean
+
+from tao import registry
+from tao.paths import RunPaths
+from tao.storage import read_json
+
+
+def score_stats(rows: list[dict]) -> dict:
+    """Figures of a round's scored candidates: what exploration found."""
+    groups: dict[str, list[float]] = {}
+    for row in rows:
+        scores = groups.setdefault(row["prompt_id"], [])
+        if row["score"] is not None:
+            scores.append(row["score"])
+    scored = [s for g in groups.values() for s in g]
+    best = [max(g) for g in groups.values() if g]
+    return {
+        "candidates": len(rows),
+        "unscored": len(rows) - len(scored),
+        "mean": mean(scored) if scored else None,
+        "best_of_group_mean": mean(best) if best else None,
+        "groups": len(groups),
+        "groups_with_signal": sum(len(set(g)) >= 2 for g in groups.values()),
+    }
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _difference(evaluate: dict) -> str:
+    diff = evaluate.get("difference")
+    if not diff:
+        return "n/a"
+    return f"{diff['mean']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]"
+
+
+def summary_line(index: int, stats: dict) -> str:
+    score, update, ev = stats["score"], stats["update"], stats["evaluate"]
+    seconds = sum(s.get("seconds", 0) for s in stats.values())
+    held_out = (
+        (
+            f"held-out reward {_fmt(ev.get('mean'))} vs base {_fmt(ev.get('base_mean'))}, "
+            f"difference {_difference(ev)} (n={ev['prompts']})"
+        )
+        if ev.get("prompts")
+        else "no held-out prompts"
+    )
+    return (
+        f"round {index}: {score['groups']} prompts x {stats['explore']['sampling']['n']} candidates, "
+        f"mean reward {_fmt(score['mean'])} (best of group {_fmt(score['best_of_group_mean'])}), "
+        f"signal in {score['groups_with_signal']}/{score['groups']} groups, {update['steps']} update steps; "
+        f"{held_out}; {_duration(seconds)}"
+    )
+
+
+def render(paths: RunPaths) -> str:
+    """``report.md``: the base model and every finished round at a glance."""
+    rounds = registry.finished_rounds(paths)
+    run = read_json(paths.run)
+    lines = [
+        f"# TAO run `{paths.root.name}`",
+        "",
+        f"Base model: `{run['base_model']['name']}` (sha256 {run['base_model']['sha256'][:12]}).",
+        "Rewards are on held-out prompts (greedy answers); the difference to the base is paired per prompt, "
+        "with a bootstrap 95% interval.",
+        "",
+        "| round | prompts (file) | trained | explored mean | best of group | groups with signal "
+        "| update steps | held-out mean | base mean | difference [95% CI] | time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for rp, manifest in rounds:
+        m, p = manifest["metrics"], manifest["prompts"]
+        seconds = sum(s.get("seconds", 0) for s in m.values())
+        lines.append(
+            f"| {rp.index} | {p['count']} | {p['trained']} | {_fmt(m['score']['mean'])} "
+            f"| {_fmt(m['score']['best_of_group_mean'])} | {m['score']['groups_with_signal']}/{m['score']['groups']} "
+            f"| {m['update']['steps']} | {_fmt(m['evaluate'].get('mean'))} | {_fmt(m['evaluate'].get('base_mean'))} "
+            f"| {_difference(m['evaluate'])} | {_duration(seconds)} |"
+        )
+    if rounds:
+        last = rounds[-1][1]
+        lines += ["", f"Scorers: {', '.join(last['scorers'])}. Latest adapter: `{last['adapter']}`."]
+        timing = ", ".join(f"{k} {_duration(v.get('seconds', 0))}" for k, v in last["metrics"].items())
+        lines.append(f"Stage times of the last round: {timing}.")
+    return "\n".join(lines) + "\n"

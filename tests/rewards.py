@@ -1,0 +1,28 @@
+"""Reward functions the tests name as ``tests.rewards:NAME`` (trl's reward-function signature)."""
+
+from __future__ import annotations
+
+CALLS: list[dict] = []
+
+
+def letter_a(prompts, completions, completion_ids, **kwargs):
+    """Share of the letter 'a' among characters: varies between random samples, so groups carry signal."""
+    return [c[0]["content"].count("a") / max(1, len(c[0]["content"])) for c in completions]
+
+
+def record(prompts, completions, completion_ids, **kwargs):
+    """Remembers what it was called with; scores by completion length."""
+    CALLS.append({"prompts": prompts, "completions": completions, "completion_ids": completion_ids, **kwargs})
+    return [float(len(ids)) for ids in completion_ids]
+
+
+def constant(prompts, completions, completion_ids, **kwargs):
+    return [1.0] * len(completions)
+
+
+def wrong_length(prompts, completions, completion_ids, **kwargs):
+    return [1.0]
+
+
+async def async_len(prompts, completions, completion_ids, **kwargs):
+    return [float(len(c[0]["content"])) for c in completions]

@@ -1,0 +1,66 @@
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from tao.cli import main
+
+
+def test_help_imports_no_heavy_library():
+    code = (
+        "import sys; from tao.cli import main; "
+        "print(sorted({'torch', 'transformers', 'trl', 'peft'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_help_lists_the_run_options():
+    result = CliRunner().invoke(main, ["run", "--help"])
+    assert result.exit_code == 0
+    for option in (
+        "--prompts",
+        "--model",
+        "--reward",
+        "--rounds",
+        "--run-dir",
+        "--config",
+        "--set",
+        "--quiet",
+    ):
+        assert option in result.output
+
+
+def test_bad_override_is_a_one_line_error(tmp_path):
+    result = CliRunner().invoke(main, ["run", "--prompts", "x.jsonl", "--set", "rollout.temprature=1"])
+    assert result.exit_code == 2 and result.output == "tao: error: --set: unknown key 'rollout.temprature'\n"
+
+
+def test_unknown_model_dir_is_a_one_line_error(tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "hi"}\n')
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--prompts",
+            str(prompts),
+            "--model",
+            str(tmp_path / "missing"),
+            "--run-dir",
+            str(tmp_path / "run"),
+        ],
+    )
+    assert result.exit_code == 2 and "not a model directory" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_pickle_only_model_is_refused(tmp_path):
+    model = tmp_path / "pickled"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "pytorch_model.bin").write_bytes(b"not really")
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "hi"}\n')
+    result = CliRunner().invoke(main, ["run", "--prompts", str(prompts), "--model", str(model)])
+    assert result.exit_code == 2 and "safetensors only" in result.output and "pytorch_model.bin" in result.output

@@ -1,0 +1,90 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tao.config import Config, load_config, replace, to_dict
+from tao.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_default_yaml_is_the_full_reference(tmp_path):
+    """configs/default.yaml holds every field, with the dataclass default, and a comment for each section."""
+    data = yaml.safe_load((ROOT / "configs/default.yaml").read_text())
+    assert data == to_dict(Config())
+    assert load_config(ROOT / "configs/default.yaml") == Config()
+
+
+def test_precedence_defaults_file_then_set(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("rollout:\n  num_candidates: 6\n  temperature: 0.5\nrun:\n  rounds: 3\n")
+    cfg = load_config(cfg_file, ["rollout.temperature=1.2", "run.rounds=2", "run.rounds=4"])
+    assert cfg.rollout.num_candidates == 6  # file over default
+    assert cfg.rollout.temperature == 1.2  # --set over file
+    assert cfg.run.rounds == 4  # later --set wins
+    assert cfg.rollout.max_new_tokens == Config().rollout.max_new_tokens  # untouched default
+
+
+def test_smoke_config_loads_and_is_small():
+    cfg = load_config(ROOT / "configs/smoke.yaml")
+    assert cfg.rollout.max_new_tokens <= 32 and cfg.data.prompts_per_round <= 8 and cfg.run.rounds == 1
+
+
+def test_numbers_written_like_1e_4_are_numbers():
+    assert load_config(None, ["update.learning_rate=1e-4"]).update.learning_rate == pytest.approx(1e-4)
+
+
+def test_list_override():
+    cfg = load_config(None, ["reward.scorers=[rule:json, rule:length:50=0.5]"])
+    assert cfg.reward.scorers == ("rule:json", "rule:length:50=0.5")
+
+
+@pytest.mark.parametrize(
+    "text, field, problem",
+    [
+        ("rollout:\n  temprature: 0.7\n", "rollout.temprature", "unknown key"),
+        ("rolout:\n  temperature: 0.7\n", "rolout", "unknown key"),
+        ("rollout:\n  num_candidates: many\n", "rollout.num_candidates", "expected an integer"),
+        ("rollout:\n  num_candidates: 1\n", "rollout.num_candidates", "must be >= 2"),
+        ("model:\n  trust_remote_code: 'yes'\n", "model.trust_remote_code", "expected true or false"),
+        ("model:\n  quantize: int3\n", "model.quantize", "expected one of none, nf4"),
+        ("rollout: 3\n", "rollout", "must be a mapping"),
+    ],
+)
+def test_file_errors_name_the_key(tmp_path, text, field, problem):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError) as err:
+        load_config(path)
+    assert err.value.field == field and problem in str(err.value) and str(path) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "override, problem",
+    [
+        ("rollout.temprature=0.7", "unknown key 'rollout.temprature'"),
+        ("rollout=3", "is a section"),
+        ("data.holdout=1.5", "must be in [0, 1)"),
+        ("update.learning_rate=fast", "expected a number"),
+        ("run.rounds", "expected section.key=value"),
+    ],
+)
+def test_set_errors_name_the_key(override, problem):
+    with pytest.raises(InputError, match=problem.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        load_config(None, [override])
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("rollout:\n  temperature: 0.7\n  x: [1, 2\n")
+    with pytest.raises(InputError) as err:
+        load_config(path)
+    assert err.value.line is not None and "invalid YAML" in str(err.value)
+
+
+def test_replace_validates():
+    cfg = replace(Config(), run={"rounds": 3})
+    assert cfg.run.rounds == 3 and Config().run.rounds == 1
+    with pytest.raises(InputError):
+        replace(Config(), run={"rounds": 0})

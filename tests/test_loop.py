@@ -1,0 +1,205 @@
+"""`tao run` end to end on the tiny model: artefacts, lineage, resume, the flywheel."""
+
+import hashlib
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+import tao.loop
+from tao.cli import main
+from tao.paths import RunPaths
+from tao.storage import locked, read_jsonl
+from tests.conftest import TINY, write_jsonl
+
+
+def tao_run(prompts, model, run_dir, *extra):
+    args = ["run", "--prompts", str(prompts), "--model", str(model), "--run-dir", str(run_dir), "--quiet"]
+    for item in TINY:
+        args += ["--set", item]
+    return CliRunner().invoke(main, args + list(extra), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_model, tmp_path_factory):
+    """One finished round, shared read-only by the tests that only inspect it."""
+    root = tmp_path_factory.mktemp("finished")
+    prompts = write_jsonl(
+        root / "logs.jsonl", [{"prompt": f"say something {i}", "id": f"p{i}", "team": "t"} for i in range(12)]
+    )
+    result = tao_run(prompts, tiny_model, root / "run")
+    assert result.exit_code == 0, result.output
+    return prompts, root / "run", result.output
+
+
+def test_round_artefacts_and_lineage(finished_run, tiny_model):
+    prompts, run_dir, output = finished_run
+    rp = RunPaths(run_dir).round(1)
+    rows = read_jsonl(rp.candidates)
+    assert len(rows) == 4 * 4 and {
+        len([r for r in rows if r["prompt_id"] == p]) for p in {r["prompt_id"] for r in rows}
+    } == {4}
+    assert all(isinstance(r["score"], float) and r["scores"] == {"tests.rewards:letter_a": r["score"]} for r in rows)
+    assert (rp.adapter / "adapter_model.safetensors").is_file() and (rp.adapter / "adapter_config.json").is_file()
+    assert len(read_jsonl(rp.eval)) == 3 and len(read_jsonl(RunPaths(run_dir).baseline_eval)) == 3
+    m = json.loads(rp.manifest.read_text())
+    assert m["base_model"]["path"] == str(tiny_model) and len(m["base_model"]["sha256"]) == 64
+    assert m["prompts"] == {
+        "file": str(prompts),
+        "sha256": hashlib.sha256(prompts.read_bytes()).hexdigest(),
+        "count": 12,
+        "trained": 4,
+        "held_out": 3,
+    }
+    assert m["scorers"] == ["tests.rewards:letter_a=1"] and m["parent_adapter"] is None
+    assert m["config"]["rollout"]["num_candidates"] == 4 and m["config"]["run"]["seed"] == 0 and m["seed"] == 1
+    assert m["packages"]["trl"] and m["packages"]["peft"] and m["packages"]["torch"]
+    assert set(m["metrics"]) == {"explore", "score", "update", "evaluate"}
+    assert all(stage["seconds"] >= 0 for stage in m["metrics"].values())
+    assert m["metrics"]["evaluate"]["prompts"] == 3 and "low" in m["metrics"]["evaluate"]["difference"]
+    assert json.loads(rp.metrics.read_text()) == m["metrics"]
+    assert "| 1 | 12 | 4 |" in (run_dir / "report.md").read_text()
+    assert output.startswith("round 1: 4 prompts x 4 candidates")
+    held = set(json.loads((run_dir / "split.json").read_text())["holdout"])
+    trained = {p["id"] for p in json.loads(rp.plan.read_text())["prompts"]}
+    assert len(held) == 3 and not held & trained  # held-out prompts are never trained on
+
+
+def test_adapter_reloads_with_peft_and_answers_as_in_the_run(finished_run, tiny_model):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, run_dir, _ = finished_run
+    rp = RunPaths(run_dir).round(1)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), rp.adapter).eval()
+    assert any(p.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)  # it was trained
+    plan = json.loads(rp.plan.read_text())
+    texts = {}
+    for item in plan["eval_prompts"]:
+        ids = tokenizer.apply_chat_template(
+            item["messages"], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        with torch.no_grad():
+            out = model.generate(
+                **ids,
+                do_sample=False,
+                max_new_tokens=8,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        texts[item["id"]] = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert texts == {r["prompt_id"]: r["text"] for r in read_jsonl(rp.eval)}
+
+
+def test_interrupted_stage_resumes_without_redoing_finished_ones(tiny_model, tmp_path, prompts_file, monkeypatch):
+    calls = {"explore": 0, "score": 0, "update": 0, "evaluate": 0}
+    real = {name: getattr(tao.loop, name) for name in calls}
+
+    def counting(name):
+        def wrapped(*args, **kwargs):
+            calls[name] += 1
+            return real[name](*args, **kwargs)
+
+        return wrapped
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # as if the process were stopped in the middle of the update
+
+    for name in calls:
+        monkeypatch.setattr(tao.loop, name, counting(name))
+    monkeypatch.setattr(tao.loop, "update", killed)
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--prompts",
+            str(prompts_file),
+            "--model",
+            str(tiny_model),
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--quiet",
+            *[a for s in TINY for a in ("--set", s)],
+        ],
+    )
+    assert result.exit_code == 130 and "run the same command again to resume" in result.output
+    rp = RunPaths(tmp_path / "run").round(1)
+    assert rp.stage("explore").is_file() and rp.stage("score").is_file() and not rp.stage("update").is_file()
+    candidates = rp.candidates.read_bytes()
+
+    monkeypatch.setattr(tao.loop, "update", counting("update"))
+    result = tao_run(prompts_file, tiny_model, tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert calls == {
+        "explore": 1,
+        "score": 1,
+        "update": 1,
+        "evaluate": 1,
+    }  # explore and score were not redone
+    assert rp.candidates.read_bytes() == candidates and rp.manifest.is_file()
+
+    loads = []
+    monkeypatch.setattr("tao.model.load_base", lambda *a, **k: loads.append(a))
+    result = tao_run(prompts_file, tiny_model, tmp_path / "run")
+    assert result.exit_code == 0 and "nothing to do" in result.output
+    assert calls == {"explore": 1, "score": 1, "update": 1, "evaluate": 1} and loads == []  # no work at all
+
+
+def test_appended_prompts_add_a_round_on_top_of_the_last_adapter(finished_run, tiny_model, tmp_path):
+    prompts, run_dir, _ = finished_run
+    run_dir = shutil.copytree(run_dir, tmp_path / "run")
+    grown = shutil.copy(prompts, tmp_path / "logs.jsonl")
+    split_before = json.loads((run_dir / "split.json").read_text())
+    with open(grown, "a") as fh:
+        fh.writelines(json.dumps({"prompt": f"a new question {i}", "id": f"new{i}"}) + "\n" for i in range(4))
+    result = tao_run(grown, tiny_model, run_dir)
+    assert result.exit_code == 0, result.output
+    r2 = RunPaths(run_dir).round(2)
+    plan = json.loads(r2.plan.read_text())
+    assert plan["parent_adapter"] == str(RunPaths(run_dir).round(1).adapter)
+    assert json.loads(r2.manifest.read_text())["parent_adapter"] == plan["parent_adapter"]
+    split = json.loads((run_dir / "split.json").read_text())
+    assert split["holdout"][: len(split_before["holdout"])] == split_before["holdout"]
+    round1 = {p["id"] for p in json.loads(RunPaths(run_dir).round(1).plan.read_text())["prompts"]}
+    round2 = {p["id"] for p in plan["prompts"]}
+    assert len(round2) == 4 and not round1 & round2  # prompts never trained on come first
+    assert not (RunPaths(run_dir).round(3)).dir.exists()
+
+
+def test_two_rounds_chain_and_a_different_base_is_refused(tiny_model, tmp_path, prompts_file):
+    from tests.conftest import build_tiny_model
+
+    result = tao_run(prompts_file, tiny_model, tmp_path / "run", "--rounds", "2")
+    assert result.exit_code == 0, result.output
+    r1, r2 = RunPaths(tmp_path / "run").rounds()
+    assert json.loads(r2.plan.read_text())["parent_adapter"] == str(r1.adapter)
+    assert result.output.count("\nround ") + result.output.startswith("round ") == 2
+    other = build_tiny_model(tmp_path / "other", seed=1)
+    result = tao_run(prompts_file, other, tmp_path / "run", "--rounds", "3")
+    assert result.exit_code == 2 and "another base model" in result.output
+
+
+def test_a_run_directory_in_use_is_refused(tiny_model, tmp_path, prompts_file):
+    with locked(tmp_path / "run" / ".lock"):
+        result = tao_run(prompts_file, tiny_model, tmp_path / "run")
+    assert result.exit_code == 2 and "in use by pid" in result.output
+
+
+def test_qlora_round_with_a_4bit_base(tiny_model, tmp_path, prompts_file):
+    result = tao_run(
+        prompts_file,
+        tiny_model,
+        tmp_path / "run",
+        "--set",
+        "model.quantize=nf4",
+        "--set",
+        "lora.target_modules=q_proj,v_proj",
+    )
+    assert result.exit_code == 0, result.output
+    rp = RunPaths(tmp_path / "run").round(1)
+    config = json.loads((rp.adapter / "adapter_config.json").read_text())
+    assert sorted(config["target_modules"]) == ["q_proj", "v_proj"]
+    assert json.loads(rp.manifest.read_text())["config"]["model"]["quantize"] == "nf4"

@@ -1,0 +1,177 @@
+import json
+from collections import Counter
+
+import pytest
+from click.testing import CliRunner
+
+from tao.cli import main
+from tao.errors import InputError
+from tao.pool import Split, pick_round
+from tao.prompts import load_prompts
+from tests.conftest import write_jsonl
+
+
+def test_each_format_is_read(tmp_path):
+    path = write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"prompt": "plain question", "id": 7, "team": "support"},
+            {
+                "messages": [
+                    {"role": "system", "content": "be kind"},
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "hello"},
+                    {"role": "user", "content": "chat question"},
+                ]
+            },
+            {
+                "request": {"model": "x", "messages": [{"role": "user", "content": "logged request"}]},
+                "latency_ms": 12,
+            },
+            {
+                "custom_id": "b-1",
+                "method": "POST",
+                "body": {
+                    "messages": [
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "text", "text": "part one"},
+                                {"type": "text", "text": "part two"},
+                            ],
+                        }
+                    ]
+                },
+            },
+            "",  # blank lines are skipped
+        ],
+    )
+    pf = load_prompts(path)
+    a, b, c, d = pf.prompts
+    assert (a.id, a.text, a.metadata) == ("7", "plain question", {"team": "support"})
+    assert [m.role for m in b.messages] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+    ] and b.text == "chat question"
+    assert b.id.startswith("p-") and len(b.id) == 14  # derived from the content
+    assert c.text == "logged request" and c.metadata == {"latency_ms": 12}
+    assert d.id == "b-1" and d.text == "part one\npart two" and d.metadata == {"method": "POST"}
+    assert pf.lines == 4 and pf.duplicates == 0 and len(pf.sha256) == 64
+
+
+def test_exact_duplicates_are_dropped_and_counted(tmp_path):
+    path = write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"prompt": "a"},
+            {"prompt": "b"},
+            {"prompt": "a"},
+            {"messages": [{"role": "user", "content": "a"}]},  # same conversation as {"prompt": "a"}
+            {"prompt": "a", "id": "other-id"},  # same content, another id: still a duplicate
+        ],
+    )
+    pf = load_prompts(path)
+    assert [p.text for p in pf.prompts] == ["a", "b"] and pf.duplicates == 3
+
+
+def test_bom_is_accepted(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"prompt": "x"}).encode() + b"\n")
+    assert load_prompts(path).prompts[0].text == "x"
+
+
+BAD = [
+    ('{"prompt": "ok"}\n{"prompt": "broken"\n', 2, None, "invalid JSON"),
+    ('["a list"]\n', 1, None, "expected a JSON object"),
+    ('{"text": "no prompt key"}\n', 1, None, "no prompt"),
+    ('{"prompt": "   "}\n', 1, "prompt", "empty prompt"),
+    ('{"prompt": 42}\n', 1, "prompt", "expected a string"),
+    ('{"messages": "hi"}\n', 1, "messages", "non-empty list"),
+    ('{"messages": [{"role": "robot", "content": "x"}]}\n', 1, "messages[0].role", "role must be one of"),
+    (
+        '{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}\n',
+        1,
+        "messages[-1].role",
+        "last message must be the user's",
+    ),
+    (
+        '{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}\n',
+        1,
+        "messages[0].content[0]",
+        "only text content parts",
+    ),
+    ('{"messages": [{"role": "user", "content": null}]}\n', 1, "messages[0].content", "expected a string"),
+    ('{"body": {"model": "x"}}\n', 1, "body", "'messages' list"),
+    ('{"prompt": "a", "messages": []}\n', 1, None, "ambiguous"),
+    ('{"prompt": "a", "id": [1]}\n', 1, "id", "non-empty string or integer"),
+    ('{"prompt": "a", "completions": 1}\n', 1, "completions", "reserved"),
+    (
+        '{"prompt": "a", "id": "x"}\n{"prompt": "b", "id": "x"}\n',
+        2,
+        "id",
+        "duplicate id 'x' (first on line 1)",
+    ),
+    ("\n\n", None, None, "no prompts in file"),
+]
+
+
+@pytest.mark.parametrize("text, line, field, problem", BAD)
+def test_bad_lines_name_file_line_and_field(tmp_path, text, line, field, problem):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(InputError) as err:
+        load_prompts(path)
+    assert (err.value.line, err.value.field) == (line, field)
+    assert problem in err.value.problem and err.value.file == str(path)
+
+
+def test_not_utf8_names_the_line(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"prompt": "ok"}\n{"prompt": "caf\xe9"}\n')
+    with pytest.raises(InputError) as err:
+        load_prompts(path)
+    assert err.value.line == 2 and "not UTF-8" in str(err.value)
+
+
+@pytest.mark.parametrize("text, line, field, problem", BAD[:4] + BAD[-2:])
+def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, tiny_model, text, line, field, problem):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(text, encoding="utf-8")
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(
+        main, ["run", "--prompts", str(path), "--model", str(tiny_model), "--run-dir", str(run_dir)]
+    )
+    assert result.exit_code == 2
+    message = result.output.strip()
+    assert message.startswith("tao: error: ") and "\n" not in message and "Traceback" not in message
+    assert f"{path}:{line}" in message if line else str(path) in message
+    assert not run_dir.exists()
+
+
+def test_missing_file_is_a_clean_error(tmp_path):
+    result = CliRunner().invoke(main, ["run", "--prompts", str(tmp_path / "nope.jsonl")])
+    assert result.exit_code == 2 and "prompts file not found" in result.output
+
+
+def test_holdout_is_deterministic_and_stable_when_prompts_are_appended():
+    ids = [f"id-{i}" for i in range(100)]
+    first = Split((), ()).extend(ids, 0.2, seed=0)
+    assert first == Split((), ()).extend(ids, 0.2, seed=0)  # same input, same split
+    assert len(first.holdout) == 20 and set(first.holdout) <= set(ids)
+    assert Split((), ()).extend(ids, 0.2, seed=1).holdout != first.holdout  # the seed matters
+    grown = first.extend(ids + [f"new-{i}" for i in range(50)], 0.2, seed=0)
+    assert grown.holdout[:20] == first.holdout  # old assignments never move
+    assert len(grown.holdout) == 30  # the share stays at 20% of all prompts seen
+    assert set(grown.train_ids(ids)) == set(first.train_ids(ids))
+    assert grown.eval_ids(ids, limit=5) == list(first.holdout[:5])
+
+
+def test_round_choice_prefers_unused_prompts():
+    ids = [f"id-{i}" for i in range(10)]
+    used = Counter(ids[:6])
+    chosen = pick_round(ids, used, count=4, seed=0, round_index=2)
+    assert set(chosen) == set(ids[6:])
+    assert pick_round(ids, used, 4, 0, 2) == chosen and pick_round(ids, Counter(), 0, 0, 1) != []
+    assert len(pick_round(ids, Counter(), 0, 0, 1)) == 10  # 0 = all

@@ -1,0 +1,175 @@
+import math
+
+import pytest
+
+from reward import instructions
+from reward.scorer import RewardSet, build_scorer, split_weight
+from rollouts.generator import Candidate
+from tao.errors import InputError
+from tao.prompts import Message, Prompt
+from tests import rewards as user_rewards
+
+
+def cand(text, finished=True, ids=(1, 2, 3), pid="p"):
+    return Candidate(pid, 0, text, tuple(ids), finished, "sample")
+
+
+def prompt(text, system=None, **metadata):
+    msgs = ((Message("system", system),) if system else ()) + (Message("user", text),)
+    return Prompt("p", msgs, metadata)
+
+
+def score(spec, text, user="q", finished=True):
+    return build_scorer(spec).score([prompt(user)], [cand(text, finished)])[0]
+
+
+def test_rules():
+    assert score("rule:finished", "x", finished=True) == 1.0
+    assert score("rule:finished", "x", finished=False) == 0.0
+    assert score("rule:repetition", "one two three four five") == 1.0
+    assert score("rule:repetition", "a b c d " * 10) < 0.15
+    assert score("rule:length:4", "one two three") == 1.0
+    assert score("rule:length:4", "one two three four five six seven eight") == 0.5
+    assert score("rule:json", '```json\n{"a": [1, 2]}\n```') == 1.0
+    assert score("rule:json", "{a: 1}") == 0.0
+    assert score(r"rule:regex:^\d+$", "42") == 1.0 and score(r"rule:regex:^\d+$", "forty") == 0.0
+
+
+@pytest.mark.parametrize(
+    "ask, good, bad",
+    [
+        ("Answer without using any commas.", "yes it is true", "yes, it is"),
+        ("Reply in all lowercase letters.", "all small here", "Not all small"),
+        ("Write it in all capital letters.", "LOUD TEXT", "Quiet text"),
+        ("Use at least 5 words.", "one two three four five", "one two"),
+        ("Answer in fewer than 4 words.", "just three words", "this has far too many words"),
+        ("Write exactly 2 paragraphs.", "first part\n\nsecond part", "only one block"),
+        ("Give exactly 3 bullet points.", "* a\n* b\n* c", "* a\n* b"),
+        ("Wrap your entire output in JSON format.", '{"ok": true}', "ok: true"),
+        ('End your response with the exact phrase "See you."', "Bye now. See you.", "See you. Bye now."),
+        ('Start your answer with the word "Dear"', "Dear Sam, hi", "Hi Sam, dear"),
+        ("Wrap your entire response with double quotation marks.", '"quoted"', "not quoted"),
+        ('Include the keywords "apple" and "pear".', "an apple and a pear", "an apple only"),
+        ('Do not use the words "very" or "really".', "it is great", "it is very great"),
+        ("Include at least 2 placeholders like [name].", "hi [name] from [city]", "hi [name]"),
+        (
+            "Highlight at least 2 sections with markdown, i.e. *highlighted section*.",
+            "*one* and *two*",
+            "*one*",
+        ),
+        ("Add a title wrapped in double angular brackets, such as <<poem>>.", "<<Rain>>\nit rains", "Rain"),
+        ("At the end, add a postscript starting with P.S.", "Hello.\nP.S. bye", "Hello. bye"),
+        ("In your answer, the letter q should appear at least 3 times.", "qqq", "q"),
+        ("Answer in one sentence.", "It is blue.", "It is blue. It is nice."),
+    ],
+)
+def test_instructions_detected_and_checked(ask, good, bad):
+    p = prompt(f"Tell me about it. {ask}")
+    assert instructions.detect(p), f"nothing detected in {ask!r}"
+    assert instructions.follow_rate(p, good) == 1.0
+    assert instructions.follow_rate(p, bad) < 1.0
+
+
+def test_instructions_in_the_system_turn_count_and_plain_prompts_get_no_opinion():
+    assert instructions.follow_rate(prompt("hi", system="Never use commas."), "a, b") == 0.0
+    assert instructions.follow_rate(prompt("What is the capital of France?"), "Paris") is None
+    assert score("rule:instructions", "Paris", user="What is the capital of France?") is None
+
+
+def test_follow_rate_is_the_share_followed():
+    p = prompt("Answer in all lowercase letters and do not use any commas.")
+    assert instructions.follow_rate(p, "ok, fine") == 0.5
+
+
+def test_weights_combine_as_a_sum_of_the_scorers_with_an_opinion():
+    rs = RewardSet(["rule:finished=0.5", "rule:instructions=2", "tests.rewards:constant"])
+    plain, constrained = prompt("What is 2+2?"), prompt("Answer without any commas.")
+    s1, s2, s3 = rs.score([plain, constrained, constrained], [cand("4"), cand("4, no", False), cand("4")])
+    assert s1.parts == {"rule:finished": 1.0, "rule:instructions": None, "tests.rewards:constant": 1.0}
+    assert s1.total == pytest.approx(0.5 + 1.0)
+    assert s2.total == pytest.approx(0.0 + 0.0 + 1.0)
+    assert s3.total == pytest.approx(0.5 + 2.0 + 1.0)
+    assert rs.specs == ["rule:finished=0.5", "rule:instructions=2", "tests.rewards:constant=1"]
+
+
+def test_no_opinion_anywhere_is_none_and_nan_is_no_opinion(tmp_path):
+    f = tmp_path / "nanreward.py"
+    f.write_text("def r(prompts, completions, completion_ids, **kw):\n    return [float('nan')] * len(completions)\n")
+    rs = RewardSet([f"{f}:r", "rule:instructions"])
+    (s,) = rs.score([prompt("hello")], [cand("x")])
+    assert s.total is None and s.parts == {f"{f}:r": None, "rule:instructions": None}
+
+
+def test_function_gets_trl_arguments_and_metadata_columns():
+    user_rewards.CALLS.clear()
+    rs = RewardSet(["tests.rewards:record"])
+    p1, p2 = prompt("a", topic="x"), Prompt("p2", (Message("user", "b"),), {"lang": "en"})
+    out = rs.score([p1, p2], [cand("one", ids=(5, 6)), cand("two", ids=(7,), pid="p2")])
+    call = user_rewards.CALLS[-1]
+    assert call["prompts"] == [[{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]]
+    assert call["completions"] == [
+        [{"role": "assistant", "content": "one"}],
+        [{"role": "assistant", "content": "two"}],
+    ]
+    assert call["completion_ids"] == [[5, 6], [7]]
+    assert call["topic"] == ["x", None] and call["lang"] == [None, "en"]
+    assert [s.total for s in out] == [2.0, 1.0]
+
+
+def test_async_function_and_file_path(tmp_path):
+    assert [s.total for s in RewardSet(["tests.rewards:async_len"]).score([prompt("a")], [cand("abc")])] == [3.0]
+    f = tmp_path / "my_reward.py"
+    f.write_text(
+        "def short(prompts, completions, **kw):\n    return [1.0 / len(c[0]['content']) for c in completions]\n"
+    )
+    assert RewardSet([f"{f}:short=2"]).score([prompt("a")], [cand("abcd")])[0].total == 0.5
+
+
+@pytest.mark.parametrize(
+    "spec, problem",
+    [
+        ("rule:nope", "unknown rule 'nope'"),
+        ("rule:length", "needs a word limit"),
+        ("rule:finished:3", "takes no argument"),
+        ("rule:regex:(", "invalid regular expression"),
+        ("no_such_module_xyz:f", "cannot import no_such_module_xyz"),
+        ("tests.rewards:missing", "has no function 'missing'"),
+        ("/nonexistent/r.py:f", "reward function file not found"),
+        ("justaword", "expected rule:NAME"),
+        ("rm:/nonexistent/dir", "reward model directory not found"),
+    ],
+)
+def test_bad_specs_are_input_errors(spec, problem):
+    with pytest.raises(InputError, match=problem.replace("(", r"\(")):
+        RewardSet([spec])
+
+
+def test_function_returning_the_wrong_length_is_an_error():
+    with pytest.raises(InputError, match="must return a list of 2"):
+        RewardSet(["tests.rewards:wrong_length"]).score([prompt("a")] * 2, [cand("x"), cand("y")])
+
+
+def test_weights_parse():
+    assert split_weight("rule:length:200=0.5") == ("rule:length:200", 0.5)
+    assert split_weight("rule:regex:a=b") == ("rule:regex:a=b", 1.0)
+    assert split_weight("rm:/x/y=-1e-1") == ("rm:/x/y", -0.1)
+
+
+def test_reward_model_directory_scores_like_the_model(tiny_model, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    rm_dir = tmp_path / "rm"
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=1)
+    model.save_pretrained(rm_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer.save_pretrained(rm_dir)
+    scorer = RewardSet([f"rm:{rm_dir}"])
+    outs = scorer.score([prompt("hi")] * 2, [cand("hello world"), cand("the lazy dog")])
+    chat = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello world"}], tokenize=False
+    )
+    with torch.no_grad():
+        expected = model.eval()(**tokenizer(chat, return_tensors="pt", add_special_tokens=False)).logits[0, 0].item()
+    assert outs[0].total == pytest.approx(expected, abs=1e-4)
+    assert math.isfinite(outs[1].total) and outs[0].total != outs[1].total

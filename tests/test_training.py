@@ -1,0 +1,78 @@
+import pytest
+import torch
+
+from rollouts.generator import Sampling
+from rollouts.transformers_engine import TransformersGenerator, chat_token_ids
+from tao.config import Config, replace
+from tao.console import Console
+from tao.model import BaseModel, Policy
+from tao.prompts import Message, Prompt
+from tao.training import Group, grpo_update
+
+CONFIG = replace(
+    Config(),
+    update={"learning_rate": 1e-3, "prompts_per_step": 2},
+    rollout={"num_candidates": 4, "max_new_tokens": 8},
+)
+
+
+@pytest.fixture
+def policy(tiny_model):
+    return Policy(BaseModel("tiny", tiny_model, "x"), Config().model, Config().lora)
+
+
+def make_groups(policy, rewards_per_group):
+    prompts = [Prompt(f"q{i}", (Message("user", f"question {i}"),)) for i in range(len(rewards_per_group))]
+    with policy.attached(None) as model:
+        gen = TransformersGenerator(model, policy.tokenizer, 16, Console(True))
+        cands = gen.generate(prompts, Sampling(4, 1.0, 1.0, 8, seed=0))
+    return [
+        Group(
+            p,
+            tuple(chat_token_ids(policy.tokenizer, p)),
+            tuple(c.token_ids for c in cands[4 * i : 4 * i + 4]),
+            tuple(rewards_per_group[i]),
+        )
+        for i, p in enumerate(prompts)
+    ]
+
+
+def snapshot(model, lora):
+    return {n: p.detach().clone() for n, p in model.named_parameters() if ("lora_" in n) == lora}
+
+
+def test_update_trains_lora_on_the_stored_candidates_and_leaves_the_base_alone(policy, tmp_path):
+    groups = make_groups(policy, [[0.0, 1.0, 0.0, 1.0], [0.2, 0.2, 0.9, 0.1]])
+    with policy.attached(None, trainable=True, seed=0) as model:
+        base_before, lora_before = snapshot(model, lora=False), snapshot(model, lora=True)
+
+        def no_generation(*args, **kwargs):
+            raise AssertionError("the update must replay the explored candidates, not generate")
+
+        model.generate = no_generation
+        stats = grpo_update(model, policy.tokenizer, groups, CONFIG, tmp_path / "scratch", Console(True))
+        base_after, lora_after = snapshot(model, lora=False), snapshot(model, lora=True)
+        del model.generate
+    assert stats["steps"] == 1 and stats["groups_with_signal"] == 2
+    # trl saw exactly the stored scores: its logged mean reward is theirs
+    assert stats["reward"] == pytest.approx(sum(sum(g.rewards) for g in groups) / 8, abs=1e-5)
+    changed = [n for n in lora_before if not torch.equal(lora_before[n], lora_after[n])]
+    assert any("lora_B" in n for n in changed) and len(changed) >= len(lora_before) // 2
+    assert all(torch.equal(base_before[n], base_after[n]) for n in base_before)
+    assert not any(".ref." in n for n in snapshot(model, lora=True))  # trl's reference copy is gone
+
+
+def test_groups_without_signal_are_left_out(policy, tmp_path):
+    groups = make_groups(policy, [[0.5] * 4, [0.0, 1.0, None, 1.0], [None] * 4])
+    with policy.attached(None, trainable=True, seed=0) as model:
+        stats = grpo_update(model, policy.tokenizer, groups, CONFIG, tmp_path / "s", Console(True))
+    assert (stats["groups"], stats["groups_with_signal"], stats["steps"]) == (3, 1, 1)
+
+
+def test_no_signal_at_all_trains_nothing(policy, tmp_path):
+    groups = make_groups(policy, [[1.0] * 4, [0.0] * 4])
+    with policy.attached(None, trainable=True, seed=0) as model:
+        before = snapshot(model, lora=True)
+        stats = grpo_update(model, policy.tokenizer, groups, CONFIG, tmp_path / "s", Console(True))
+        assert all(torch.equal(before[n], p) for n, p in snapshot(model, lora=True).items())
+    assert stats == {"groups": 2, "groups_with_signal": 0, "steps": 0}
