@@ -13,7 +13,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from reward.scorer import RewardSet
 from rollouts.generator import Candidate, Sampling
@@ -24,7 +23,7 @@ from tao.console import Console
 from tao.errors import InputError
 from tao.model import BaseModel, Policy, resolve_base
 from tao.paths import RoundPaths, RunPaths
-from tao.prompts import Message, Prompt, PromptFile, load_prompts
+from tao.prompts import Prompt, PromptFile, load_prompts
 from tao.storage import locked, publish_dir, read_json, read_jsonl, write_json, write_jsonl, write_text
 from tao.training import Group, grpo_update
 
@@ -88,8 +87,8 @@ def run_round(rp: RoundPaths, ctx: Run) -> dict:
     plan = read_json(rp.plan)
     config = load_config(rp.config)
     parent = Path(plan["parent_adapter"]) if plan["parent_adapter"] else None
-    prompts = [_prompt(row) for row in plan["prompts"]]
-    eval_prompts = [_prompt(row) for row in plan["eval_prompts"]]
+    prompts = [Prompt.from_row(row) for row in plan["prompts"]]
+    eval_prompts = [Prompt.from_row(row) for row in plan["eval_prompts"]]
     rewards = ctx.reward_set(config)
     ctx.console.say(f"round {rp.index}: {len(prompts)} prompts x {config.rollout.num_candidates} candidates")
     base_rows = _baseline(ctx, config, rewards, eval_prompts)
@@ -225,8 +224,8 @@ def _plan_round(ctx: Run, config: Config, prompts: list[Prompt], split: pool.Spl
             "duplicates_dropped": ctx.prompt_file.duplicates,
             "too_long_skipped": too_long,
             "holdout": len(split.holdout),
-            "prompts": [_prompt_row(by_id[i]) for i in chosen],
-            "eval_prompts": [_prompt_row(by_id[i]) for i in split.eval_ids(present, config.eval.max_prompts)],
+            "prompts": [by_id[i].to_row() for i in chosen],
+            "eval_prompts": [by_id[i].to_row() for i in split.eval_ids(present, config.eval.max_prompts)],
         },
     )
     return rp
@@ -274,11 +273,3 @@ def _lineage(plan: dict, config: Config, ctx: Run, rewards: RewardSet) -> dict:
 
 def _base_row(base: BaseModel) -> dict:
     return {"name": base.name, "path": str(base.path), "sha256": base.sha256}
-
-
-def _prompt_row(prompt: Prompt) -> dict[str, Any]:
-    return {"id": prompt.id, "messages": prompt.chat(), "metadata": prompt.metadata}
-
-
-def _prompt(row: dict[str, Any]) -> Prompt:
-    return Prompt(row["id"], tuple(Message(m["role"], m["content"]) for m in row["messages"]), row["metadata"])

@@ -49,6 +49,13 @@ class Prompt:
         """The messages as chat-template dicts."""
         return [{"role": m.role, "content": m.content} for m in self.messages]
 
+    def to_row(self) -> dict[str, Any]:
+        return {"id": self.id, "messages": self.chat(), "metadata": self.metadata}
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Prompt:
+        return cls(row["id"], tuple(Message(m["role"], m["content"]) for m in row["messages"]), row["metadata"])
+
     @property
     def content_key(self) -> str:
         return content_key(self.messages)
