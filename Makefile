@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/tao run --prompts examples/prompts.jsonl
+	$(VENV)/bin/tao run --prompts examples/prompts.jsonl --config configs/smoke.yaml
 
 test: install
 	$(PY) -m pytest -q

@@ -73,6 +73,10 @@ def _bullets(text: str) -> int:
     return len(re.findall(r"^\s*(?:[*•-]|\d+[.)])\s+\S", text, flags=re.M))
 
 
+def _highlights(text: str) -> int:
+    return len(re.findall(r"\*[^\n*]+\*", text))
+
+
 def _json_ok(text: str) -> bool:
     body = re.sub(r"^\s*```(?:json)?\s*|\s*```\s*$", "", text.strip(), flags=re.I)
     try:
@@ -86,9 +90,20 @@ def _has_word(text: str, word: str) -> bool:
     return re.search(r"(?<!\w)" + re.escape(word.strip()) + r"(?!\w)", text, flags=re.I) is not None
 
 
+def _count(text: str) -> int:
+    return {"once": 1, "twice": 2, "thrice": 3}.get(text.lower()) or _num(text)
+
+
+def _options(prompt: str) -> list[str]:
+    """The fixed answers a prompt offers: quoted after "one of the following", else "My answer is ..." lines."""
+    tail = re.split(r"one of the following (?:options|phrases|answers)", prompt, flags=re.I)[-1]
+    quoted = _quoted_list(tail)
+    return quoted or re.findall(r"my answer is (?:yes|no|maybe)\.?", prompt, flags=re.I)
+
+
 def _occurrences(text: str, token: str) -> int:
     """Whole-word occurrences of a word, or occurrences of a single letter."""
-    pattern = re.escape(token) if len(token) == 1 else r"(?<!\w)" + re.escape(token) + r"(?!\w)"
+    pattern = re.escape(token) if len(token) == 1 or not token.isalnum() else r"(?<!\w)" + re.escape(token) + r"(?!\w)"
     return len(re.findall(pattern, text, flags=re.I))
 
 
@@ -105,62 +120,86 @@ def _bare_list(text: str) -> list[str]:
 # against that match. Every rule that matches adds an instruction.
 _Check = Callable[[re.Match, str], bool]
 _LIST = _QUOTED.replace("(", "(?:", 1) + r"(?:,? ?(?:and |or )?)"  # a quoted item of a list, no group
-_COMMA = (
-    r"(?:\bno|\b(?:not|never) use(?: any)?|n't use(?: any)?|\bwithout(?: using)?(?: any)?|\bavoid(?: using)?(?: any)?)"
-)
-_ASKED = r"(?:response|answer|reply|email|letter|message|essay|story|poem)"
+_ASKED = r"(?:response|answer|reply|output|email|letter|message|essay|story|poem|\w+)"
+_WHOLE = r"(?:your |the )?(?:entire |whole |full )?(?:response|answer|output|reply)"
+_CAPS = r"(?:all capital letters|all caps|all uppercase letters|upper[- ]?case letters)"
+_NO = r"(?:do not|don't|never|avoid|without|should not|must not|cannot|can't)"
 
 # fmt: off
 _RULES: list[tuple[str, str, _Check]] = [
-    ("no_comma", _COMMA + r" commas?\b", lambda m, a: "," not in a),
-    ("lowercase", r"\b(?:lower[- ]?case|no capital letters|not use any capital letters)\b",
-     lambda m, a: a == a.lower() and re.search(r"[a-z]", a) is not None),
-    ("uppercase", r"(?<!no )(?<!any )\b(?:all capital letters|in all caps|upper[- ]?case|all caps)\b",
+    ("no_comma", r"\b(?:no|without|avoid|refrain from)(?: using| the use of| any)* commas?\b|"
+     r"(?:\bnot|\bnever|n't)(?: be)?(?: allowed to)? (?:use|include|contain|have|put)(?: any)? commas?\b",
+     lambda m, a: "," not in a),
+    ("lowercase", r"(?<!no )(?<!any )\b(?:lower[- ]?case|no capital letters|not use any capital letters|without "
+     r"(?:using )?(?:any )?capital letters)\b", lambda m, a: a == a.lower() and re.search(r"[a-z]", a) is not None),
+    ("uppercase", r"(?<!words )(?<!word )(?<!words with )(?<!word with )\b(?:in )?" + _CAPS + r"\b(?![^.]{0,60}"
+     r"\btimes\b)|\bcapitali[sz]e (?:all|every) (?:of )?(?:your |the )?(?:words|letters)\b",
      lambda m, a: a == a.upper() and re.search(r"[A-Z]", a) is not None),
-    ("words", _REL + " " + _NUM + r" words\b", lambda m, a: _compare(_words(a), m[1], _num(m[2]))),
-    ("words", r"\b(\d+)\+ ?words?\b", lambda m, a: _words(a) >= int(m[1])),
-    ("words", r"\b(\d+) words or (?:less|fewer)\b", lambda m, a: _words(a) <= int(m[1])),
+    ("capital_words", r"\b(?:words? (?:with|in) (?:all )?(?:capital letters|caps|uppercase)|all-caps words|"
+     r"capitali[sz]ed words)[^.]{0,60}?" + _REL + " " + _NUM + r"\b",
+     lambda m, a: _compare(len(re.findall(r"\b[A-Z]{2,}\b", a)), m[1], _num(m[2]))),
+    ("words", _REL + " " + _NUM + r" words\b(?! (?:in|with) (?:all )?(?:capital|caps))",
+     lambda m, a: _compare(_words(a), m[1], _num(m[2]))),
+    ("words", r"\b(\d+)\+ ?words?\b|\b(\d+) or more words\b|\b(\d+) words or more\b",
+     lambda m, a: _words(a) >= int(m[1] or m[2] or m[3])),
+    ("words", r"\b(\d+) words or (?:less|fewer)\b|\bno longer than (\d+) words\b|\banything longer than (\d+) words",
+     lambda m, a: _words(a) <= int(m[1] or m[2] or m[3])),
     ("sentences", _REL + " " + _NUM + r" sentences?\b", lambda m, a: _compare(_sentences(a), m[1], _num(m[2]))),
+    ("sentences", r"\b(\d+) or more sentences\b", lambda m, a: _sentences(a) >= int(m[1])),
+    ("sentences", r"\b(\d+) to (\d+) sentences\b", lambda m, a: int(m[1]) <= _sentences(a) <= int(m[2])),
     ("sentences", r"\b(?:in|with|using) (?:only |just )?(?:one|a single) sentence\b|\b(?:one|single)-sentence\b",
      lambda m, a: _sentences(a) == 1),
     ("paragraphs", r"\b" + _NUM + r" paragraphs?\b", lambda m, a: _paragraphs(a) == _num(m[1])),
     ("bullets", r"\b" + _NUM + r" bullet(?: points?|s)\b", lambda m, a: _bullets(a) == _num(m[1])),
     ("json", r"\b(?:in|as|using|with|valid|wrap[^.]{0,40}in) (?:a |the )?json\b|\bjson (?:format|object)\b",
      lambda m, a: _json_ok(a)),
-    ("end_with", r"\b(?:end|finish|conclude)s? (?:your |the |each |it )?" + _ASKED + r"? ?with (?:the |this )?"
-     r"(?:exact )?(?:phrase|sentence|words?|question)? ?" + _QUOTED,
-     lambda m, a: a.strip().rstrip("\"”'’ ").endswith(m[1].strip())),
+    ("end_with", r"\b(?:end|finish|conclude)s? (?:your |the |each |it |this )?" + _ASKED + r"? ?with (?:the |this )?"
+     r"(?:exact )?(?:phrase|sentence|words?|question)?(?: of)?:? ?" + _QUOTED + r"|\blast (?:sentence|line|words?) "
+     r"of " + _WHOLE + r" (?:should|must) be:? ?" + _QUOTED,
+     lambda m, a: a.strip().rstrip("\"”'’ ").endswith((m[1] or m[2]).strip())),
     ("start_with", r"\b(?:start|begin)s? (?:your |the )?" + _ASKED + r"? ?with (?:the )?(?:exact )?"
      r"(?:word|phrase|sentence|letter)? ?" + _QUOTED,
      lambda m, a: a.strip().lstrip("\"“'‘ ").startswith(m[1].strip())),
-    ("quotation", r"\bwrap (?:your |the )?(?:entire |whole )?(?:response|answer|output|reply) "
-     r"(?:with|in|inside|within) double quot",
+    ("quotation", r"\b(?:wrap|put|enclose) " + _WHOLE + r"(?: \([^)]{0,80}\))? (?:with|in|inside|within) double "
+     r"quot|" + _WHOLE + r" (?:is |should be |must be )?(?:wrapped|enclosed) (?:in|with|within) double quot|"
+     r"\bdouble quot\w*(?: marks?)? around " + _WHOLE,
      lambda m, a: len(a.strip()) > 1 and a.strip()[0] in "\"“" and a.strip()[-1] in "\"”"),
     ("keywords", r"(?<!not )(?<!n't )(?<!never )\b(?:include|use|mention|contain)s? (?:the )?"
      r"(?:key ?words?|words?|terms?) ((?:" + _LIST + r")+)",
      lambda m, a: all(_has_word(a, w) for w in _quoted_list(m[1]))),
-    ("keywords", r"\binclude (?:the )?keywords? ([\w ,'-]{1,80}?) in (?:your|the) (?:response|answer)",
+    ("keywords", r"\binclude (?:the )?keywords? ([\w ,'-]{1,80}?)(?: in (?:your|the) (?:response|answer))?(?=[.;\n]|$)",
      lambda m, a: all(_has_word(a, w) for w in _bare_list(m[1]))),
-    ("forbidden", r"\b(?:do not|don't|never|avoid|without) (?:use |using |include |including |mention |"
-     r"mentioning |say |saying )?(?:the |any of the )?(?:key ?words?|words?|terms?) "
-     r"((?:" + _LIST + r")+|[\w ,'-]{1,80}?)(?=[.;:]| in |$)",
-     lambda m, a: not any(_has_word(a, w) for w in _quoted_list(m[1]) or _bare_list(m[1]))),
+    ("keywords", r"(?<!not )(?<!n't )\bmention " + _QUOTED, lambda m, a: _has_word(a, m[1])),
+    ("forbidden", r"\b" + _NO + r" (?:use |using |include |including |mention |mentioning |say |saying |contain )?"
+     r"(?:the |any of the |any )?(?:key ?words?|words?|terms?) ((?:" + _LIST + r")+)",
+     lambda m, a: not any(_has_word(a, w) for w in _quoted_list(m[1]))),
+    ("forbidden", r"\b" + _NO + r" (?:use |using |include |including |mention |mentioning |say |saying |contain )?"
+     r"(?:the following|any of the following) (?:key ?words?|words?|terms?):? ([\w ,'-]{1,120}?)(?=[.;\n]|$)",
+     lambda m, a: not any(_has_word(a, w) for w in _bare_list(m[1]))),
     ("placeholders", r"\bat least " + _NUM + r" placeholders?\b",
      lambda m, a: len(re.findall(r"\[[^\[\]\n]+\]", a)) >= _num(m[1])),
-    ("highlights", r"\bhighlight (?:at least )?" + _NUM + r" (?:sections?|parts?)\b",
-     lambda m, a: len(re.findall(r"\*[^\n*]+\*", a)) >= _num(m[1])),
+    ("highlights", r"\b(?:highlight|italici[sz]e) (?:at least )?" + _NUM + r" (?:\w+ )?(?:sections?|parts?|phrases?)\b|"
+     r"\b(?:at least )?" + _NUM + r" (?:\w+ )?sections? (?:should|must) be highlighted\b|\bat least " + _NUM
+     + r" (?:italic|highlighted) (?:text )?(?:phrases?|sections?|parts?)\b",
+     lambda m, a: _highlights(a) >= _num(m[1] or m[2] or m[3])),
+    ("highlights", r"\bhighlight (?:some|a few) (?:words|phrases|parts|sections)\b", lambda m, a: _highlights(a) >= 1),
     ("title", r"<<[^>]*>>|\bdouble angular brackets\b", lambda m, a: re.search(r"<<[^\n<>]+>>", a) is not None),
     ("postscript", r"\b(?:postscript|p\.s\.)[^.]{0,40}?\b(?:starting|beginning|start|begin) with "
      r"[\"“']?(p\.\s?p\.\s?s|p\.\s?s)",
      lambda m, a: re.search(r"^\s*" + re.escape(m[1]).replace(r"\ ", r"\s?"), a, flags=re.I | re.M) is not None),
-    ("frequency", r"\bthe (?:letter|word|keyword) [\"“'‘]?(\w+)[\"”'’]? (?:should|must|to|needs to) appear "
-     r"(?:" + _REL + r" )?" + _NUM + r" times?\b",
-     lambda m, a: _compare(_occurrences(a, m[1]), m[2] or "at least", _num(m[3]))),
-    ("sections", _NUM + r" sections?\b[^.]{0,80}?\bmark (?:the beginning of )?each section with [\"“']?([A-Za-z]+)",
+    ("frequency", r"\b(?:letter|word|keyword) (?!(?:should|must|appear|to|needs|will|for|in|with|count)\b)"
+     r"[\"“'‘]?([\w#!]+)[\"”'’]?(?: (?:should|must|to|needs to|will))?"
+     r"(?: appear| be used| occur)?(?: in (?:your|the) (?:entire )?response)?(?: for)? " + _REL + " "
+     + r"(" + _NUM[1:-1] + r"|once|twice|thrice)(?: times?)?\b",
+     lambda m, a: _compare(_occurrences(a, m[1]), m[2], _count(m[3]))),
+    ("sections", r"\b" + _NUM + r"[ -](?:sections?|parts?|paragraphs?)\b[^.]{0,80}?\b(?:mark|label|note|start)\w*"
+     r"(?: the beginning of)?(?: each (?:section|part|paragraph))?(?: should be)?(?: explicitly)? (?:with|as) "
+     r"[\"“']?([A-Za-z]+) X\b",
      lambda m, a: len(re.findall(r"\b" + re.escape(m[2]) + r"\s+\w+", a)) >= _num(m[1])),
-    ("options", r"\banswer with one of the following options:?\s*\(?((?:" + _LIST.replace(r"(?:,? ?(?:and |or )?)",
-     r"[,\s]*") + r")+)", lambda m, a: a.strip() in _quoted_list(m[1])),
-    ("two_responses", r"\btwo different responses\b",
+    ("options", r"\bone of the following (?:options|phrases|answers)\b|\bmy answer is (?:yes|no|maybe)\b",
+     lambda m, a: any(o in a for o in _options(m.string))),
+    ("two_responses", r"\btwo different responses\b|\bseparated? (?:them |the two \w+ |each \w+ )?(?:by|with) "
+     r"(?:exactly )?(?:6|six) asterisks?\b|\b(?:two|2) \w+[^.]{0,40}?separated by \*{6}",
      lambda m, a: "******" in a and len([p for p in a.split("******") if p.strip()]) == 2),
 ]
 # fmt: on

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from reward.scorer import RewardSet
 from rollouts.generator import Candidate, Sampling
 from rollouts.transformers_engine import TransformersGenerator, chat_token_ids
 from tao import evaluation, pool, registry, report
-from tao.config import Config, load_config, to_yaml
+from tao.config import Config, load_config, to_dict, to_yaml
 from tao.console import Console
 from tao.errors import InputError
 from tao.model import BaseModel, Policy, resolve_base
@@ -38,6 +39,9 @@ class Run:
     policy: Policy
     console: Console
     rewards: dict[tuple[str, ...], RewardSet]  # built once per distinct scorer list
+
+    def generator(self, model: Any, config: Config) -> TransformersGenerator:
+        return TransformersGenerator(model, self.policy.tokenizer, config.rollout.batch_size, self.console)
 
     def reward_set(self, config: Config) -> RewardSet:
         key = config.reward.scorers
@@ -108,9 +112,7 @@ def explore(rp: RoundPaths, ctx: Run, config: Config, prompts: list[Prompt], par
     r = config.rollout
     sampling = Sampling(r.num_candidates, r.temperature, r.top_p, r.max_new_tokens, seed)
     with ctx.policy.attached(parent) as model:
-        candidates = TransformersGenerator(model, ctx.policy.tokenizer, r.batch_size, ctx.console).generate(
-            prompts, sampling
-        )
+        candidates = ctx.generator(model, config).generate(prompts, sampling)
     write_jsonl(rp.rollouts, (c.to_row() for c in candidates))
     return {
         "engine": "transformers",
@@ -132,18 +134,15 @@ def score(rp: RoundPaths, rewards: RewardSet, prompts: list[Prompt]) -> dict:
 
 
 def update(rp: RoundPaths, ctx: Run, config: Config, prompts: list[Prompt], parent: Path | None, seed: int) -> dict:
-    rows = read_jsonl(rp.candidates)
+    rows: defaultdict[str, list[dict]] = defaultdict(list)
+    for row in read_jsonl(rp.candidates):
+        rows[row["prompt_id"]].append(row)
     groups = []
     for prompt in prompts:
-        mine = sorted((r for r in rows if r["prompt_id"] == prompt.id), key=lambda r: r["index"])
-        groups.append(
-            Group(
-                prompt,
-                tuple(chat_token_ids(ctx.policy.tokenizer, prompt)),
-                tuple(tuple(r["token_ids"]) for r in mine),
-                tuple(r["score"] for r in mine),
-            )
-        )
+        mine = sorted(rows[prompt.id], key=lambda r: r["index"])
+        completions = tuple(tuple(r["token_ids"]) for r in mine)
+        prompt_ids = tuple(chat_token_ids(ctx.policy.tokenizer, prompt))
+        groups.append(Group(prompt, prompt_ids, completions, tuple(r["score"] for r in mine)))
     with ctx.policy.attached(parent, trainable=True, seed=seed) as model:
         stats = grpo_update(model, ctx.policy.tokenizer, groups, config, rp.trainer, ctx.console)
         shutil.rmtree(rp.adapter_tmp, ignore_errors=True)
@@ -159,8 +158,7 @@ def evaluate(
     if not prompts:
         return {"prompts": 0}
     with ctx.policy.attached(rp.adapter) as model:
-        generator = TransformersGenerator(model, ctx.policy.tokenizer, config.rollout.batch_size, ctx.console)
-        rows = evaluation.evaluate(generator, rewards, prompts, config.rollout.max_new_tokens)
+        rows = evaluation.evaluate(ctx.generator(model, config), rewards, prompts, config.rollout.max_new_tokens)
     write_jsonl(rp.eval, rows)
     diff = evaluation.paired_difference(base_rows, rows, seed=config.run.seed)
     return {
@@ -192,7 +190,7 @@ def _baseline(ctx: Run, config: Config, rewards: RewardSet, prompts: list[Prompt
     if missing:
         ctx.console.say(f"evaluating the base model on {len(missing)} held-out prompts")
         with ctx.policy.attached(None) as model:
-            generator = TransformersGenerator(model, ctx.policy.tokenizer, config.rollout.batch_size, ctx.console)
+            generator = ctx.generator(model, config)
             for row in evaluation.evaluate(generator, rewards, missing, config.rollout.max_new_tokens):
                 cached[row["prompt_id"]] = {**row, "key": key}
         write_jsonl(path, cached.values())
@@ -253,8 +251,6 @@ def _extend_split(paths: RunPaths, ids: list[str], config: Config) -> pool.Split
 
 
 def _lineage(plan: dict, config: Config, ctx: Run, rewards: RewardSet) -> dict:
-    from tao.config import to_dict
-
     return {
         "base_model": _base_row(ctx.base),
         "parent_adapter": plan["parent_adapter"],

@@ -61,6 +61,23 @@ def test_rules():
         ("At the end, add a postscript starting with P.S.", "Hello.\nP.S. bye", "Hello. bye"),
         ("In your answer, the letter q should appear at least 3 times.", "qqq", "q"),
         ("Answer in one sentence.", "It is blue.", "It is blue. It is nice."),
+        ("Write 5 or more words.", "a b c d e", "a b"),
+        ("Put double quotes around your entire response.", '"hi there"', "hi there"),
+        ("Do not include the following keywords: field, issue.", "all good", "an issue here"),
+        ('Mention "Oslo" in the post.', "I love Oslo", "I love Bergen"),
+        ("Use words in all capital letters at least 2 times.", "a BIG RED dog", "a BIG dog"),
+        ("Make sure to use the word war at least twice.", "war and war", "war and peace"),
+        (
+            'The very last sentence of your response should be "Any questions?".',
+            "Done. Any questions?",
+            "Any questions? Done.",
+        ),
+        (
+            'Answer with one of the following options: ("My answer is yes.", "My answer is no.")',
+            "My answer is no.",
+            "No.",
+        ),
+        ("Give two jokes separated by ******.", "joke one ****** joke two", "joke one. joke two"),
     ],
 )
 def test_instructions_detected_and_checked(ask, good, bad):
@@ -74,6 +91,19 @@ def test_instructions_in_the_system_turn_count_and_plain_prompts_get_no_opinion(
     assert instructions.follow_rate(prompt("hi", system="Never use commas."), "a, b") == 0.0
     assert instructions.follow_rate(prompt("What is the capital of France?"), "Paris") is None
     assert score("rule:instructions", "Paris", user="What is the capital of France?") is None
+
+
+@pytest.mark.parametrize(
+    "ask, not_kind",
+    [
+        ("Write it in all capital letters, no lowercase letters allowed.", "lowercase"),
+        ("Use words in all capital letters at most 3 times.", "uppercase"),
+        ("Do not say any words before repeating the request.", "forbidden"),
+        ("The letters should appear at least 3 times.", "frequency"),
+    ],
+)
+def test_instructions_that_look_alike_are_not_confused(ask, not_kind):
+    assert not_kind not in [i.kind for i in instructions.detect(prompt(ask))]
 
 
 def test_follow_rate_is_the_share_followed():
