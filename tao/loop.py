@@ -90,6 +90,10 @@ def run_round(rp: RoundPaths, ctx: Run) -> dict:
     """The stages of one round, each skipped if its record shows it finished."""
     plan = read_json(rp.plan)
     config = load_config(rp.config)
+    if (config.model, config.lora) != (ctx.policy.model_config, ctx.policy.lora):
+        raise InputError(
+            "this unfinished round was started with other model/lora settings; rerun with its config", file=rp.config
+        )
     parent = Path(plan["parent_adapter"]) if plan["parent_adapter"] else None
     prompts = [Prompt.from_row(row) for row in plan["prompts"]]
     eval_prompts = [Prompt.from_row(row) for row in plan["eval_prompts"]]
@@ -98,7 +102,7 @@ def run_round(rp: RoundPaths, ctx: Run) -> dict:
     base_rows = _baseline(ctx, config, rewards, eval_prompts)
     stats = {
         "explore": _stage(rp, "explore", lambda: explore(rp, ctx, config, prompts, parent, plan["seed"])),
-        "score": _stage(rp, "score", lambda: score(rp, rewards, prompts)),
+        "score": _stage(rp, "score", lambda: score(rp, ctx, rewards, prompts)),
         "update": _stage(rp, "update", lambda: update(rp, ctx, config, prompts, parent, plan["seed"])),
         "evaluate": _stage(rp, "evaluate", lambda: evaluate(rp, ctx, config, rewards, eval_prompts, base_rows)),
     }
@@ -124,11 +128,20 @@ def explore(rp: RoundPaths, ctx: Run, config: Config, prompts: list[Prompt], par
     }
 
 
-def score(rp: RoundPaths, rewards: RewardSet, prompts: list[Prompt]) -> dict:
-    by_id = {p.id: p for p in prompts}
-    candidates = [Candidate.from_row(row) for row in read_jsonl(rp.rollouts)]
-    scores = rewards.score([by_id[c.prompt_id] for c in candidates], candidates)
-    rows = [{**c.to_row(), "score": s.total, "scores": s.parts} for c, s in zip(candidates, scores, strict=True)]
+def score(rp: RoundPaths, ctx: Run, rewards: RewardSet, prompts: list[Prompt]) -> dict:
+    groups: defaultdict[str, list[Candidate]] = defaultdict(list)
+    for row in read_jsonl(rp.rollouts):
+        groups[row["prompt_id"]].append(Candidate.from_row(row))
+    rows = []
+    with ctx.console.bar(len(prompts), "score", unit="prompt") as bar:
+        for start in range(0, len(prompts), 8):  # whole groups at a time: a scorer may compare a group's candidates
+            chunk = prompts[start : start + 8]
+            candidates = [c for p in chunk for c in groups[p.id]]
+            scores = rewards.score([p for p in chunk for _ in groups[p.id]], candidates)
+            rows += [
+                {**c.to_row(), "score": s.total, "scores": s.parts} for c, s in zip(candidates, scores, strict=True)
+            ]
+            bar.update(len(chunk))
     write_jsonl(rp.candidates, rows)
     return report.score_stats(rows)
 

@@ -37,6 +37,7 @@ def register_round(paths: RoundPaths, run: RunPaths, lineage: dict[str, Any], me
         "adapter": str(paths.adapter),
         **lineage,
         "packages": package_versions(),
+        "timings": {stage: figures.get("seconds") for stage, figures in metrics.items()},
         "metrics": metrics,
     }
     write_json(paths.manifest, manifest)

@@ -89,7 +89,14 @@ def render(paths: RunPaths) -> str:
         )
     if rounds:
         last = rounds[-1][1]
-        lines += ["", f"Scorers: {', '.join(last['scorers'])}. Latest adapter: `{last['adapter']}`."]
+        plan = read_json(rounds[-1][0].plan)
+        lines += [
+            "",
+            f"Prompts file of the last round: `{plan['prompts_file']}`, {plan['prompts_in_file']} unique prompts "
+            f"({plan['duplicates_dropped']} exact duplicates dropped, {plan['too_long_skipped']} skipped as too long), "
+            f"{plan['holdout']} held out.",
+            f"Scorers: {', '.join(last['scorers'])}. Latest adapter: `{last['adapter']}`.",
+        ]
         timing = ", ".join(f"{k} {_duration(v.get('seconds', 0))}" for k, v in last["metrics"].items())
         lines.append(f"Stage times of the last round: {timing}.")
     return "\n".join(lines) + "\n"

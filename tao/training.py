@@ -60,12 +60,9 @@ class _Replay:
         return out
 
 
-def _replayed_reward(prompts: list, completions: list, tao_reward: list, **kwargs: Any) -> list:
-    """The score stage's scores, handed through by the replay (trl calls reward functions by name)."""
+def tao_reward(prompts: list, completions: list, tao_reward: list, **kwargs: Any) -> list:
+    """The score stage's scores: the replay returns them as an extra field, which trl passes to reward functions."""
     return list(tao_reward)
-
-
-_replayed_reward.__name__ = "tao_reward"
 
 
 def grpo_update(
@@ -109,7 +106,7 @@ def grpo_update(
     )
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=_replayed_reward,
+        reward_funcs=tao_reward,
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -59,7 +60,9 @@ def test_round_artefacts_and_lineage(finished_run, tiny_model):
     assert all(stage["seconds"] >= 0 for stage in m["metrics"].values())
     assert m["metrics"]["evaluate"]["prompts"] == 3 and "low" in m["metrics"]["evaluate"]["difference"]
     assert json.loads(rp.metrics.read_text()) == m["metrics"]
-    assert "| 1 | 12 | 4 |" in (run_dir / "report.md").read_text()
+    report = (run_dir / "report.md").read_text()
+    assert "| 1 | 12 | 4 |" in report and "12 unique prompts (0 exact duplicates dropped, 0 skipped" in report
+    assert m["timings"] == {stage: figures["seconds"] for stage, figures in m["metrics"].items()}
     assert output.startswith("round 1: 4 prompts x 4 candidates")
     held = set(json.loads((run_dir / "split.json").read_text())["holdout"])
     trained = {p["id"] for p in json.loads(rp.plan.read_text())["prompts"]}
@@ -131,6 +134,8 @@ def test_interrupted_stage_resumes_without_redoing_finished_ones(tiny_model, tmp
     candidates = rp.candidates.read_bytes()
 
     monkeypatch.setattr(tao.loop, "update", counting("update"))
+    result = tao_run(prompts_file, tiny_model, tmp_path / "run", "--set", "lora.rank=4")
+    assert result.exit_code == 2 and "started with other model/lora settings" in result.output
     result = tao_run(prompts_file, tiny_model, tmp_path / "run")
     assert result.exit_code == 0, result.output
     assert calls == {
@@ -180,6 +185,16 @@ def test_two_rounds_chain_and_a_different_base_is_refused(tiny_model, tmp_path, 
     other = build_tiny_model(tmp_path / "other", seed=1)
     result = tao_run(prompts_file, other, tmp_path / "run", "--rounds", "3")
     assert result.exit_code == 2 and "another base model" in result.output
+
+
+def test_the_smoke_config_runs_a_round(tiny_model, tmp_path, prompts_file):
+    root = Path(__file__).resolve().parents[1]
+    args = ["run", "--prompts", str(prompts_file), "--model", str(tiny_model), "--run-dir", str(tmp_path / "run"),
+            "--config", str(root / "configs/smoke.yaml"), "--reward", "tests.rewards:letter_a", "--quiet"]  # fmt: skip
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "run/round-0001/manifest.json").read_text())
+    assert manifest["config"]["rollout"]["max_new_tokens"] == 24 and manifest["prompts"]["trained"] == 4
 
 
 def test_a_run_directory_in_use_is_refused(tiny_model, tmp_path, prompts_file):
