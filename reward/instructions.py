@@ -32,10 +32,6 @@ class Instruction:
     match: re.Match  # what was asked, as found in the prompt
     rule: Callable[[re.Match, str], bool]
 
-    @property
-    def detail(self) -> str:
-        return self.match.group(0)
-
     def check(self, answer: str) -> bool:
         return self.rule(self.match, answer)
 
@@ -122,7 +118,7 @@ _Check = Callable[[re.Match, str], bool]
 _LIST = _QUOTED.replace("(", "(?:", 1) + r"(?:,? ?(?:and |or )?)"  # a quoted item of a list, no group
 _ASKED = r"(?:response|answer|reply|output|email|letter|message|essay|story|poem|\w+)"
 _WHOLE = r"(?:your |the )?(?:entire |whole |full )?(?:response|answer|output|reply)"
-_CAPS = r"(?:all capital letters|all caps|all uppercase letters|upper[- ]?case letters)"
+_CAPS = r"(?:capital letters|caps|upper[- ]?case(?: letters)?)"
 _NO = r"(?:do not|don't|never|avoid|without|should not|must not|cannot|can't)"
 
 # fmt: off
@@ -130,10 +126,13 @@ _RULES: list[tuple[str, str, _Check]] = [
     ("no_comma", r"\b(?:no|without|avoid|refrain from)(?: using| the use of| any)* commas?\b|"
      r"(?:\bnot|\bnever|n't)(?: be)?(?: allowed to)? (?:use|include|contain|have|put)(?: any)? commas?\b",
      lambda m, a: "," not in a),
-    ("lowercase", r"(?<!no )(?<!any )\b(?:lower[- ]?case|no capital letters|not use any capital letters|without "
-     r"(?:using )?(?:any )?capital letters)\b", lambda m, a: a == a.lower() and re.search(r"[a-z]", a) is not None),
-    ("uppercase", r"(?<!words )(?<!word )(?<!words with )(?<!word with )\b(?:in )?" + _CAPS + r"\b(?![^.]{0,60}"
-     r"\btimes\b)|\bcapitali[sz]e (?:all|every) (?:of )?(?:your |the )?(?:words|letters)\b",
+    ("lowercase", r"\b(?:in|using|use|with|write|written|respond|answer|reply) (?:all |only |entirely )?lower[- ]?case"
+     r"|\b(?:all|entirely|only) lower[- ]?case\b|\blower[- ]?case (?:letters )?only\b|\bno capital letters\b|"
+     r"\bnot use any capital letters\b|\bwithout (?:using )?(?:any )?capital letters\b",
+     lambda m, a: a == a.lower() and re.search(r"[a-z]", a) is not None),
+    ("uppercase", r"(?<!words )(?<!word )(?<!words with )(?<!word with )\b(?:(?:in|using|use|with|write|written|"
+     r"respond|answer|reply) (?:all |only |entirely )?" + _CAPS + r"|all " + _CAPS + r"|capital letters only)\b"
+     r"(?![^.]{0,60}\btimes\b)|\bcapitali[sz]e (?:all|every) (?:of )?(?:your |the )?(?:words|letters)\b",
      lambda m, a: a == a.upper() and re.search(r"[A-Z]", a) is not None),
     ("capital_words", r"\b(?:words? (?:with|in) (?:all )?(?:capital letters|caps|uppercase)|all-caps words|"
      r"capitali[sz]ed words)[^.]{0,60}?" + _REL + " " + _NUM + r"\b",
@@ -151,7 +150,9 @@ _RULES: list[tuple[str, str, _Check]] = [
      lambda m, a: _sentences(a) == 1),
     ("paragraphs", r"\b" + _NUM + r" paragraphs?\b", lambda m, a: _paragraphs(a) == _num(m[1])),
     ("bullets", r"\b" + _NUM + r" bullet(?: points?|s)\b", lambda m, a: _bullets(a) == _num(m[1])),
-    ("json", r"\b(?:in|as|using|with|valid|wrap[^.]{0,40}in) (?:a |the )?json\b|\bjson (?:format|object)\b",
+    ("json", r"\b(?:in|as) (?:a |the )?(?:valid )?json\b|\bjson format\b|\bwrap[^.]{0,40} in (?:a |the )?json\b|"
+     r"\b(?:respond|answer|reply|output|return your (?:answer|response))(?: only)? (?:with|using) (?:a )?"
+     r"(?:valid )?json\b",
      lambda m, a: _json_ok(a)),
     ("end_with", r"\b(?:end|finish|conclude)s? (?:your |the |each |it |this )?" + _ASKED + r"? ?with (?:the |this )?"
      r"(?:exact )?(?:phrase|sentence|words?|question)?(?: of)?:? ?" + _QUOTED + r"|\blast (?:sentence|line|words?) "
@@ -210,8 +211,20 @@ _COMPILED = [(kind, re.compile(pattern, re.I), check) for kind, pattern, check i
 _REPEATABLE = {"words", "sentences", "keywords", "forbidden", "frequency"}
 
 
+_QUESTION = re.compile(r"(?:how|what|why|when|where|which|who|whose)\b", re.I)
+
+
+def _in_question(match: re.Match) -> bool:
+    """The match is the topic of a question ("How do I convert a string to lowercase?", "explain how to avoid
+    commas in CSV"), not an instruction about the answer."""
+    start = max(match.string.rfind(c, 0, match.start()) for c in ".!?\n") + 1
+    if _QUESTION.match(match.string[start:].lstrip(" \"'*-#0123456789)")):
+        return True
+    return re.search(r"\bhow (?:to|do i|can i|should i)\s*$", match.string[start : match.start()], re.I) is not None
+
+
 def detect(prompt: Prompt) -> list[Instruction]:
-    """Instructions in the system turns and the user's last turn."""
+    """Instructions in the system turns and the user's last turn (not in wh-questions about a topic)."""
     texts = [m.content for m in prompt.messages if m.role in ("system", "developer")] + [prompt.text]
     found: list[Instruction] = []
     seen: set[str] = set()
@@ -219,7 +232,7 @@ def detect(prompt: Prompt) -> list[Instruction]:
         for kind, pattern, check in _COMPILED:
             for match in pattern.finditer(text):
                 key = f"{kind}:{match.group(0).lower()}" if kind in _REPEATABLE else kind
-                if key not in seen:
+                if key not in seen and not _in_question(match):
                     seen.add(key)
                     found.append(Instruction(kind, match, check))
     return found

@@ -22,14 +22,24 @@ class RewardModelScorer:
             raise InputError("reward model directory not found", file=path, field=name)
         if not any(path.glob("*.safetensors")):
             raise InputError("no *.safetensors weights; tao loads safetensors only", file=path, field=name)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                path, num_labels=1, use_safetensors=True, trust_remote_code=trust_remote_code,
+                dtype=torch.float32, output_loading_info=True,
+            )  # fmt: skip
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot load a reward model: {str(exc).splitlines()[0]}", file=path, field=name) from None
+        if info["missing_keys"]:  # e.g. a plain chat model: its scoring head would be random
+            raise InputError(
+                f"not a trained reward model (no weights for {sorted(info['missing_keys'])[0]})", file=path, field=name
+            )
         self.name = name
         self.batch_size = batch_size
-        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=1, use_safetensors=True, trust_remote_code=trust_remote_code, dtype=torch.float32
-        ).eval()
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model.to(device).eval()
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
 
     def _text(self, prompt: Prompt, candidate: Candidate) -> str:
@@ -44,14 +54,9 @@ class RewardModelScorer:
         texts = [self._text(p, c) for p, c in zip(prompts, candidates, strict=True)]
         scores: list[float | None] = []
         for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(
-                texts[start : start + self.batch_size],
-                padding=True,
-                truncation=True,
-                return_tensors="pt",
-                add_special_tokens=False,
-            )
+            batch = self.tokenizer(texts[start : start + self.batch_size], padding=True, truncation=True,
+                                   return_tensors="pt", add_special_tokens=False)  # fmt: skip
             with torch.inference_mode():
-                logits: Any = self.model(**batch).logits
+                logits: Any = self.model(**batch.to(self.model.device)).logits
             scores.extend(float(v) for v in logits[:, 0])
         return scores

@@ -34,6 +34,7 @@ def plain_trl(config, base_path: Path, prompts, rewards, scratch: Path) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from rollouts.generator import Candidate
+    from tao.model import lora_targets
 
     by_text = {json.dumps(p.chat()): p for p in prompts}
 
@@ -55,7 +56,7 @@ def plain_trl(config, base_path: Path, prompts, rewards, scratch: Path) -> dict:
         bf16=False, use_cpu=True, gradient_checkpointing=False, report_to="none", save_strategy="no",
         logging_steps=1, disable_tqdm=True, seed=config.run.seed,
     )  # fmt: skip
-    lora = LoraConfig(r=config.lora.rank, lora_alpha=config.lora.alpha, target_modules=config.lora.target_modules,
+    lora = LoraConfig(r=config.lora.rank, lora_alpha=config.lora.alpha, target_modules=lora_targets(config.lora),
                       task_type="CAUSAL_LM")  # fmt: skip
     dataset = Dataset.from_list([{"prompt": p.chat()} for p in prompts])
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, processing_class=tokenizer,
@@ -93,7 +94,8 @@ def main() -> None:
         started = time.perf_counter()
         (manifest,) = run(Path(args.prompts), config, Path(tmp) / "run", console)
         ours_total = time.perf_counter() - started
-        stages = {k: v["seconds"] for k, v in manifest["metrics"].items()}
+        stages = manifest["timings"]
+        steps = read_json(Path(tmp) / "run/round-0001/metrics.json")["update"]["steps"]
         plan = read_json(Path(tmp) / "run/round-0001/plan.json")
         prompts = [Prompt.from_row(row) for row in plan["prompts"]]
 
@@ -109,7 +111,7 @@ def main() -> None:
             "stages_s": stages,
             "explore_score_update_s": ours_update_path,
             "total_s": ours_total,
-            "update_steps": manifest["metrics"]["update"]["steps"],
+            "update_steps": steps,
         },  # fmt: skip
         "trl": trl_result,
         "ratio_explore_score_update_vs_trl_train": ours_update_path / trl_result["train_s"],

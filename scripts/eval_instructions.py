@@ -4,7 +4,9 @@
 
 For each IFEval instruction type that the detector covers: recall (share of the prompts carrying it in which the
 detector finds the matching kind). Over all prompts: precision (share of detections that match a labelled
-instruction) and the share of prompts with at least one detection. Writes JSON (default docs/results/instructions.json).
+instruction) and the share of prompts with at least one detection. Then the other side: on prompts that carry no
+instruction at all (GSM8K and SVAMP questions, and topical questions that merely mention "lowercase", "JSON" or
+"commas"), the share in which the detector wrongly finds one. Writes JSON (default docs/results/instructions.json).
 """
 
 from __future__ import annotations
@@ -51,6 +53,37 @@ KINDS = {
 }
 
 
+# Topical prompts that mention instruction words without asking for them.
+TOPICAL = [
+    "How do I convert a string to lowercase in Python?",
+    "What is the difference between lowercase and uppercase letters?",
+    "Explain the difference between lowercase and uppercase letters in passwords.",
+    "Write a Python function that returns a JSON object with the user's name.",
+    "How do I parse JSON in JavaScript?",
+    "Why does my CSV file break when a field contains commas?",
+    "Explain how to avoid commas in CSV files.",
+    "Summarize the plot of Hamlet.",
+    "What does the word 'paragraph' mean?",
+    "Translate 'good morning' into French.",
+    "My API returns JSON with a trailing comma. Is that valid?",
+    "Which programming languages are case sensitive?",
+]
+
+
+def false_detections(root: Path) -> dict:
+    data = root.parent / "shared/data"
+    sets = {
+        "gsm8k_test": [json.loads(x)["question"] for x in (data / "gsm8k/test.jsonl").read_text().splitlines()],
+        "svamp": [f"{d['Body']} {d['Question']}" for d in json.loads((data / "svamp/SVAMP.json").read_text())],
+        "topical": TOPICAL,
+    }
+    out = {}
+    for name, texts in sets.items():
+        hits = [t for t in texts if detect(Prompt("x", (Message("user", t),)))]
+        out[name] = {"prompts": len(texts), "with_a_detection": len(hits), "examples": hits[:5]}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared/data/ifeval/prompts.jsonl"))
@@ -79,6 +112,7 @@ def main() -> None:
         "precision": matched / detections if detections else None,
         "recall_on_covered_types": sum(found[i] for i in covered) / sum(carried[i] for i in covered),
         "per_type": per_type,
+        "false_detections": false_detections(ROOT),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
@@ -87,6 +121,9 @@ def main() -> None:
             f"{ident:48s} {row['prompts']:3d} prompts  recall {row['recall']:.0%}"
             + ("" if row["covered"] else "  (not covered)")
         )
+    for name, row in result["false_detections"].items():
+        print(f"no instructions, {name}: {row['with_a_detection']} of {row['prompts']} prompts get a detection "
+              f"{row['examples'][:3]}")  # fmt: skip
     print(f"precision {result['precision']:.1%}, recall on covered types {result['recall_on_covered_types']:.1%}, "
           f"prompts with a detection {result['prompts_with_a_detection']:.1%}")  # fmt: skip
 

@@ -26,6 +26,10 @@ def _friendly(command: Callable[..., Any]) -> Callable[..., Any]:
         except InputError as exc:
             click.echo(f"tao: error: {exc}", err=True)
             sys.exit(2)
+        except OSError as exc:  # e.g. --run-dir names a file, or a directory we may not write
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"tao: error: {where}{exc.strerror or exc}", err=True)
+            sys.exit(2)
         except KeyboardInterrupt:
             click.echo("tao: interrupted; run the same command again to resume", err=True)
             sys.exit(130)

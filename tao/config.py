@@ -8,6 +8,7 @@ reference of every field; a test keeps it equal to these defaults.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -133,6 +134,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _require(self.rounds >= 1, "rounds", "must be >= 1")
+        _require(0 <= self.seed < 1_000_000, "seed", "must be in [0, 1000000)")
         _require(self.threads >= 0, "threads", "must be >= 0")
 
 
@@ -285,9 +287,9 @@ def _coerce(hint: Any, value: Any, dotted: str, source: str | None) -> Any:
             try:
                 value = float(value)
             except ValueError:
-                raise fail("a number") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise fail("a number")
+                raise fail("a finite number") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise fail("a finite number")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

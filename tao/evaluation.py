@@ -38,9 +38,6 @@ class Interval:
     high: float
     n: int
 
-    def __str__(self) -> str:
-        return f"{self.mean:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"
-
 
 def bootstrap(values: Sequence[float], samples: int = 2000, seed: int = 0, level: float = 0.95) -> Interval:
     """Mean of ``values`` with a percentile bootstrap interval."""

@@ -7,9 +7,10 @@ stopped, and a finished run does no work. A round runs with the config it was pl
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,12 +19,13 @@ from typing import Any
 from reward.scorer import RewardSet
 from rollouts.generator import Candidate, Sampling
 from rollouts.transformers_engine import TransformersGenerator, chat_token_ids
-from tao import evaluation, pool, registry, report
+from tao import evaluation, registry, report
 from tao.config import Config, load_config, to_dict, to_yaml
 from tao.console import Console
 from tao.errors import InputError
-from tao.model import BaseModel, Policy, resolve_base
+from tao.model import BaseModel, Policy, check_lora_targets, resolve_base
 from tao.paths import RoundPaths, RunPaths
+from tao.plan import Plan, finished_on_file, pending_round, plan_round, read_split, write_split
 from tao.prompts import Prompt, PromptFile, load_prompts
 from tao.storage import locked, publish_dir, read_json, read_jsonl, write_json, write_jsonl, write_text
 from tao.training import Group, grpo_update
@@ -41,6 +43,7 @@ class Run:
     rewards: dict[tuple[str, ...], RewardSet]  # built once per distinct scorer list
 
     def generator(self, model: Any, config: Config) -> TransformersGenerator:
+        """The generation engine named by ``rollout.engine`` (transformers is the one available today)."""
         return TransformersGenerator(model, self.policy.tokenizer, config.rollout.batch_size, self.console)
 
     def reward_set(self, config: Config) -> RewardSet:
@@ -52,75 +55,74 @@ class Run:
 
 def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> list[dict]:
     """Run (or resume) the loop; returns the manifests of the rounds finished by this call."""
-    prompt_file = load_prompts(prompts_path)  # every check that can fail on input comes before any write
+    # Every check of the input (files, settings, scorers, model) comes before anything is written.
+    prompt_file = load_prompts(prompts_path)
     rewards = {config.reward.scorers: RewardSet(config.reward.scorers, config.model.trust_remote_code)}
     base = resolve_base(config.model, console)
+    check_lora_targets(base, config.model, config.lora)
     paths = RunPaths(run_dir)
     if paths.run.is_file() and read_json(paths.run)["base_model"]["sha256"] != base.sha256:
         raise InputError("this run was started on another base model; use a new --run-dir", file=paths.run)
     ctx = Run(paths, prompt_file, base, Policy(base, config.model, config.lora), console, rewards)
     prompts, too_long = _fitting(ctx, config)
+    split = read_split(paths).extend([p.id for p in prompts], config.data.holdout, config.run.seed)
+    train = split.train_ids(p.id for p in prompts)
+    if not train:
+        raise InputError("no training prompts (all are held out or too long)", file=prompts_path)
     with locked(paths.lock):
         if not paths.run.is_file():
             write_json(paths.run, {"base_model": _base_row(base), "created": registry.now()})
         write_text(paths.config, to_yaml(config))
-        split = _extend_split(paths, [p.id for p in prompts], config)
-        console.say(
-            f"{len(prompt_file.prompts)} prompts ({prompt_file.duplicates} duplicates dropped, "
-            f"{too_long} too long); {len(split.train_ids(p.id for p in prompts))} for training"
-        )
+        write_split(paths, split)
+        console.say(f"{prompt_file.lines} lines: {len(prompt_file.prompts)} prompts ({prompt_file.duplicates} "
+                    f"duplicates dropped, {too_long} too long), {len(train)} for training")  # fmt: skip
         done = []
-        pending = [r for r in paths.rounds() if not r.manifest.is_file()]
+        pending = pending_round(paths)
         if pending:
-            done.append(run_round(pending[0], ctx))
-        while _rounds_on_file(paths, prompt_file.sha256) < config.run.rounds:
-            planned = _plan_round(ctx, config, prompts, split, too_long)
-            if planned is None:
-                raise InputError("no training prompts (all are held out or too long)", file=prompts_path)
-            done.append(run_round(planned, ctx))
+            done.append(run_round(pending, ctx))
+        while finished_on_file(paths, prompt_file.sha256) < config.run.rounds:
+            done.append(run_round(plan_round(paths, config, prompt_file, prompts, split, too_long), ctx))
         if not done:
-            console.result(
-                f"nothing to do: {config.run.rounds} round(s) already ran on this prompts file "
-                f"({paths.root}); append prompts or raise --rounds to continue"
-            )
+            console.result(f"nothing to do: {config.run.rounds} round(s) already ran on this prompts file "
+                           f"({paths.root}); append prompts or raise --rounds to continue")  # fmt: skip
         return done
 
 
 def run_round(rp: RoundPaths, ctx: Run) -> dict:
     """The stages of one round, each skipped if its record shows it finished."""
-    plan = read_json(rp.plan)
+    plan = Plan.read(rp)
     config = load_config(rp.config)
-    if (config.model, config.lora) != (ctx.policy.model_config, ctx.policy.lora):
-        raise InputError(
-            "this unfinished round was started with other model/lora settings; rerun with its config", file=rp.config
-        )
-    parent = Path(plan["parent_adapter"]) if plan["parent_adapter"] else None
-    prompts = [Prompt.from_row(row) for row in plan["prompts"]]
-    eval_prompts = [Prompt.from_row(row) for row in plan["eval_prompts"]]
+    started_with = (config.model.quantize, config.model.trust_remote_code, config.lora)
+    if started_with != (ctx.policy.model_config.quantize, ctx.policy.model_config.trust_remote_code, ctx.policy.lora):
+        raise InputError("this unfinished round was started with other model/lora settings; rerun with its config",
+                         file=rp.config)  # fmt: skip
+    parent = ctx.paths.round(plan.parent_round).adapter if plan.parent_round else None
     rewards = ctx.reward_set(config)
-    ctx.console.say(f"round {rp.index}: {len(prompts)} prompts x {config.rollout.num_candidates} candidates")
-    base_rows = _baseline(ctx, config, rewards, eval_prompts)
+    ctx.console.say(f"round {rp.index}: {len(plan.prompts)} prompts x {config.rollout.num_candidates} candidates")
+    base_rows = _baseline(ctx, config, rewards, plan.eval_prompts)
     stats = {
-        "explore": _stage(rp, "explore", lambda: explore(rp, ctx, config, prompts, parent, plan["seed"])),
-        "score": _stage(rp, "score", lambda: score(rp, ctx, rewards, prompts)),
-        "update": _stage(rp, "update", lambda: update(rp, ctx, config, prompts, parent, plan["seed"])),
-        "evaluate": _stage(rp, "evaluate", lambda: evaluate(rp, ctx, config, rewards, eval_prompts, base_rows)),
+        "explore": _stage(rp, "explore", lambda: explore(rp, ctx, config, plan.prompts, parent, plan.seed)),
+        "score": _stage(rp, "score", lambda: score(rp, ctx, rewards, plan.prompts)),
     }
-    manifest = registry.register_round(rp, ctx.paths, _lineage(plan, config, ctx, rewards), stats)
+    rp.rollouts.unlink(missing_ok=True)  # now in candidates.jsonl, with the scores
+    stats["update"] = _stage(rp, "update", lambda: update(rp, ctx, config, plan.prompts, parent, plan.seed))
+    stats["evaluate"] = _stage(rp, "evaluate", lambda: evaluate(rp, ctx, config, rewards, plan.eval_prompts, base_rows))
+    manifest = registry.register_round(rp, ctx.paths, _lineage(rp, plan, config, ctx, rewards), stats)
     write_text(ctx.paths.report, report.render(ctx.paths))
     ctx.console.result(report.summary_line(rp.index, stats))
     return manifest
 
 
-def explore(rp: RoundPaths, ctx: Run, config: Config, prompts: list[Prompt], parent: Path | None, seed: int) -> dict:
+def explore(rp: RoundPaths, ctx: Run, config: Config, prompts: tuple[Prompt, ...], parent: Path | None,
+            seed: int) -> dict:  # fmt: skip
     r = config.rollout
     sampling = Sampling(r.num_candidates, r.temperature, r.top_p, r.max_new_tokens, seed)
     with ctx.policy.attached(parent) as model:
         candidates = ctx.generator(model, config).generate(prompts, sampling)
     write_jsonl(rp.rollouts, (c.to_row() for c in candidates))
     return {
-        "engine": "transformers",
-        "policy": str(parent) if parent else "base",
+        "engine": r.engine,
+        "policy": f"round {rp.index - 1} adapter" if parent else "base model",
         "sampling": asdict(sampling),
         "candidates": len(candidates),
         "tokens": sum(len(c.token_ids) for c in candidates),
@@ -128,7 +130,7 @@ def explore(rp: RoundPaths, ctx: Run, config: Config, prompts: list[Prompt], par
     }
 
 
-def score(rp: RoundPaths, ctx: Run, rewards: RewardSet, prompts: list[Prompt]) -> dict:
+def score(rp: RoundPaths, ctx: Run, rewards: RewardSet, prompts: tuple[Prompt, ...]) -> dict:
     groups: defaultdict[str, list[Candidate]] = defaultdict(list)
     for row in read_jsonl(rp.rollouts):
         groups[row["prompt_id"]].append(Candidate.from_row(row))
@@ -146,7 +148,8 @@ def score(rp: RoundPaths, ctx: Run, rewards: RewardSet, prompts: list[Prompt]) -
     return report.score_stats(rows)
 
 
-def update(rp: RoundPaths, ctx: Run, config: Config, prompts: list[Prompt], parent: Path | None, seed: int) -> dict:
+def update(rp: RoundPaths, ctx: Run, config: Config, prompts: tuple[Prompt, ...], parent: Path | None,
+           seed: int) -> dict:  # fmt: skip
     rows: defaultdict[str, list[dict]] = defaultdict(list)
     for row in read_jsonl(rp.candidates):
         rows[row["prompt_id"]].append(row)
@@ -165,9 +168,8 @@ def update(rp: RoundPaths, ctx: Run, config: Config, prompts: list[Prompt], pare
     return stats
 
 
-def evaluate(
-    rp: RoundPaths, ctx: Run, config: Config, rewards: RewardSet, prompts: list[Prompt], base_rows: list[dict]
-) -> dict:
+def evaluate(rp: RoundPaths, ctx: Run, config: Config, rewards: RewardSet, prompts: tuple[Prompt, ...],
+             base_rows: list[dict]) -> dict:  # fmt: skip
     if not prompts:
         return {"prompts": 0}
     with ctx.policy.attached(rp.adapter) as model:
@@ -194,88 +196,51 @@ def _stage(rp: RoundPaths, name: str, work: Callable[[], dict]) -> dict:
     return stats
 
 
-def _baseline(ctx: Run, config: Config, rewards: RewardSet, prompts: list[Prompt]) -> list[dict]:
-    """Greedy base-model rows for ``prompts``, cached in the run; only missing ones are generated."""
+def _baseline(ctx: Run, config: Config, rewards: RewardSet, prompts: tuple[Prompt, ...]) -> list[dict]:
+    """Greedy base-model rows for ``prompts``, cached in the run by what they depend on; only missing ones run."""
     key = f"{'|'.join(rewards.specs)}|{config.model.quantize}|{config.rollout.max_new_tokens}"
     path = ctx.paths.baseline_eval
-    cached = {r["prompt_id"]: r for r in (read_jsonl(path) if path.is_file() else []) if r.get("key") == key}
-    missing = [p for p in prompts if p.id not in cached]
+    cached = {(r["prompt_id"], r["key"]): r for r in (read_jsonl(path) if path.is_file() else [])}
+    missing = [p for p in prompts if (p.id, key) not in cached]
     if missing:
         ctx.console.say(f"evaluating the base model on {len(missing)} held-out prompts")
         with ctx.policy.attached(None) as model:
             generator = ctx.generator(model, config)
             for row in evaluation.evaluate(generator, rewards, missing, config.rollout.max_new_tokens):
-                cached[row["prompt_id"]] = {**row, "key": key}
+                cached[row["prompt_id"], key] = {**row, "key": key}
         write_jsonl(path, cached.values())
-    return [cached[p.id] for p in prompts]
-
-
-def _plan_round(ctx: Run, config: Config, prompts: list[Prompt], split: pool.Split, too_long: int) -> RoundPaths | None:
-    """Choose the next round's prompts and write its plan and config."""
-    rounds = ctx.paths.rounds()
-    index = rounds[-1].index + 1 if rounds else 1
-    used = Counter(p["id"] for r in rounds for p in read_json(r.plan)["prompts"])
-    present = [p.id for p in prompts]
-    by_id = {p.id: p for p in prompts}
-    chosen = pool.pick_round(split.train_ids(present), used, config.data.prompts_per_round, config.run.seed, index)
-    if not chosen:
-        return None
-    rp = ctx.paths.round(index)
-    parent = registry.latest_adapter(ctx.paths)
-    write_text(rp.config, to_yaml(config))
-    write_json(
-        rp.plan,
-        {
-            "round": index,
-            "parent_adapter": str(parent) if parent else None,
-            "seed": config.run.seed * 1000 + index,
-            "prompts_file": str(ctx.prompt_file.path),
-            "prompts_sha256": ctx.prompt_file.sha256,
-            "prompts_in_file": len(ctx.prompt_file.prompts),
-            "duplicates_dropped": ctx.prompt_file.duplicates,
-            "too_long_skipped": too_long,
-            "holdout": len(split.holdout),
-            "prompts": [by_id[i].to_row() for i in chosen],
-            "eval_prompts": [by_id[i].to_row() for i in split.eval_ids(present, config.eval.max_prompts)],
-        },
-    )
-    return rp
-
-
-def _rounds_on_file(paths: RunPaths, sha256: str) -> int:
-    return sum(read_json(r.plan)["prompts_sha256"] == sha256 for r, _ in registry.finished_rounds(paths))
+    return [cached[p.id, key] for p in prompts]
 
 
 def _fitting(ctx: Run, config: Config) -> tuple[list[Prompt], int]:
     """Prompts whose chat-templated length fits ``data.max_prompt_tokens``; the rest are skipped, counted."""
-    tokenizer = ctx.policy.tokenizer
-    limit = config.data.max_prompt_tokens
-    kept = [p for p in ctx.prompt_file.prompts if len(chat_token_ids(tokenizer, p)) <= limit]
+    kept = []
+    for prompt in ctx.prompt_file.prompts:
+        try:
+            length = len(chat_token_ids(ctx.policy.tokenizer, prompt))
+        except Exception as exc:  # the model's chat template refuses it (e.g. roles that must alternate)
+            raise InputError(f"the model's chat template refuses prompt {prompt.id!r}: {exc}",
+                             file=ctx.prompt_file.path) from None  # fmt: skip
+        if length <= config.data.max_prompt_tokens:
+            kept.append(prompt)
     return kept, len(ctx.prompt_file.prompts) - len(kept)
 
 
-def _extend_split(paths: RunPaths, ids: list[str], config: Config) -> pool.Split:
-    state = read_json(paths.split) if paths.split.is_file() else {"seen": [], "holdout": []}
-    split = pool.Split(tuple(state["seen"]), tuple(state["holdout"]))
-    extended = split.extend(ids, config.data.holdout, config.run.seed)
-    if extended != split or not paths.split.is_file():
-        write_json(paths.split, {"seen": list(extended.seen), "holdout": list(extended.holdout)})
-    return extended
-
-
-def _lineage(plan: dict, config: Config, ctx: Run, rewards: RewardSet) -> dict:
+def _lineage(rp: RoundPaths, plan: Plan, config: Config, ctx: Run, rewards: RewardSet) -> dict:
+    adapter_config = json.loads((rp.adapter / "adapter_config.json").read_text())
     return {
         "base_model": _base_row(ctx.base),
-        "parent_adapter": plan["parent_adapter"],
+        "parent": registry.version(ctx.paths, ctx.paths.round(plan.parent_round)) if plan.parent_round else None,
+        "adapter_shape": {k: adapter_config.get(k) for k in ("r", "lora_alpha", "target_modules")},
         "prompts": {
-            "file": plan["prompts_file"],
-            "sha256": plan["prompts_sha256"],
-            "count": plan["prompts_in_file"],
-            "trained": len(plan["prompts"]),
-            "held_out": plan["holdout"],
+            "file": plan.prompts_file,
+            "sha256": plan.prompts_sha256,
+            "count": plan.prompts_in_file,
+            "trained": len(plan.prompts),
+            "held_out": plan.held_out,
         },
         "scorers": rewards.specs,
-        "seed": plan["seed"],
+        "seed": plan.seed,
         "config": to_dict(config),
     }
 

@@ -125,6 +125,34 @@ def load_base(base: BaseModel, config: ModelConfig) -> Any:
     return model
 
 
+def lora_targets(lora: LoraConfig) -> str | list[str]:
+    """peft's ``target_modules``: "all-linear", or the listed module names."""
+    if lora.target_modules == "all-linear":
+        return "all-linear"
+    return [t.strip() for t in lora.target_modules.split(",") if t.strip()]
+
+
+def check_lora_targets(base: BaseModel, config: ModelConfig, lora: LoraConfig) -> None:
+    """Fail before any work when ``lora.target_modules`` names modules the model does not have."""
+    targets = lora_targets(lora)
+    if targets == "all-linear":
+        return
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    hf_config = AutoConfig.from_pretrained(base.path, trust_remote_code=config.trust_remote_code)
+    with torch.device("meta"):  # the module tree only, no weights
+        skeleton = AutoModelForCausalLM.from_config(hf_config, trust_remote_code=config.trust_remote_code)
+    names = {name.rsplit(".", 1)[-1] for name, _ in skeleton.named_modules()}
+    missing = [t for t in targets if t not in names]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in skeleton.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise InputError(
+            f"the model has no module {missing[0]!r}; its linear modules are {', '.join(linear)}",
+            field="lora.target_modules",
+        )
+
+
 def with_adapter(base_model: Any, adapter: Path | None, lora: LoraConfig, trainable: bool, seed: int) -> Any:
     """The base with a LoRA adapter: loaded from ``adapter``, or a fresh one (B = 0, so it equals the base).
 
@@ -140,12 +168,11 @@ def with_adapter(base_model: Any, adapter: Path | None, lora: LoraConfig, traina
         model = PeftModel.from_pretrained(base_model, adapter, is_trainable=trainable)
     else:
         set_seed(seed)  # LoRA's A matrices are drawn at random
-        targets = lora.target_modules
         peft_config = PeftLoraConfig(
             r=lora.rank,
             lora_alpha=lora.alpha,
             lora_dropout=0.0,
-            target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+            target_modules=lora_targets(lora),
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(base_model, peft_config)

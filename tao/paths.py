@@ -1,15 +1,19 @@
 """Every path of a run directory, in one place.
 
 runs/<name>/
+  .lock                held by the process writing the run
   config.yaml          the config of the latest invocation
   run.json             the base model the run is bound to
   split.json           which prompts are held out (assigned once per prompt)
   report.md            rounds at a glance, rebuilt after each round
   baseline/eval.jsonl  greedy answers of the base model on the held-out prompts, scored
   round-0001/
-    plan.json          the round's training prompts, parent adapter, prompts-file hash
-    config.yaml        the resolved config the round runs with
+    config.yaml        the resolved config the round runs with (written first)
+    plan.json          its prompts, parent round, seed, prompts-file hash; marks the round as started
+    rollouts.jsonl     explored candidates, until the score stage has copied them with their scores
     candidates.jsonl   explored candidates with their scores
+    .trainer/          trl's scratch directory during the update
+    .adapter.tmp/      the adapter being saved, renamed to adapter/ when complete
     adapter/           the LoRA adapter (peft format)
     eval.jsonl         greedy answers of this round's model on the held-out prompts, scored
     metrics.json       what the round measured

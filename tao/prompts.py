@@ -22,7 +22,9 @@ from tao.errors import InputError
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 # Keyword names a scorer function already receives (trl's reward-function signature); metadata may not use them.
-RESERVED = frozenset({"prompts", "completions", "completion_ids", "trainer_state"})
+RESERVED = frozenset(
+    {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "environments"}
+)
 _PROMPT_KEYS = ("prompt", "messages", "request", "body")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.metadata
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from tao.paths import RoundPaths, RunPaths
@@ -27,18 +26,24 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def version(run: RunPaths, paths: RoundPaths) -> str:
+    """A round's version name: ``<run directory name>/round-NNNN``."""
+    return f"{run.root.name}/{paths.dir.name}"
+
+
 def register_round(paths: RoundPaths, run: RunPaths, lineage: dict[str, Any], metrics: dict[str, Any]) -> dict:
     """Write the round's metrics, then its manifest (the mark that the round is finished)."""
     write_json(paths.metrics, metrics)
     manifest = {
-        "version": f"{run.root.name}/{paths.dir.name}",
+        "version": version(run, paths),
         "kind": "tao-round",
         "created": now(),
-        "adapter": str(paths.adapter),
+        "run_dir": str(run.root.resolve()),
+        "adapter": str(paths.adapter.relative_to(run.root)),  # relative to run_dir
         **lineage,
         "packages": package_versions(),
         "timings": {stage: figures.get("seconds") for stage, figures in metrics.items()},
-        "metrics": metrics,
+        "evaluation": {k: v for k, v in metrics["evaluate"].items() if k != "seconds"},
     }
     write_json(paths.manifest, manifest)
     return manifest
@@ -47,8 +52,3 @@ def register_round(paths: RoundPaths, run: RunPaths, lineage: dict[str, Any], me
 def finished_rounds(run: RunPaths) -> list[tuple[RoundPaths, dict]]:
     """Rounds with a manifest, in order."""
     return [(r, read_json(r.manifest)) for r in run.rounds() if r.manifest.is_file()]
-
-
-def latest_adapter(run: RunPaths) -> Path | None:
-    done = finished_rounds(run)
-    return done[-1][0].adapter if done else None

@@ -7,6 +7,7 @@ from statistics import mean
 from tao import registry
 from tao.paths import RunPaths
 from tao.storage import read_json
+from tao.training import has_signal
 
 
 def score_stats(rows: list[dict]) -> dict:
@@ -24,7 +25,7 @@ def score_stats(rows: list[dict]) -> dict:
         "mean": mean(scored) if scored else None,
         "best_of_group_mean": mean(best) if best else None,
         "groups": len(groups),
-        "groups_with_signal": sum(len(set(g)) >= 2 for g in groups.values()),
+        "groups_with_signal": sum(has_signal(g) for g in groups.values()),
     }
 
 
@@ -79,7 +80,7 @@ def render(paths: RunPaths) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for rp, manifest in rounds:
-        m, p = manifest["metrics"], manifest["prompts"]
+        m, p = read_json(rp.metrics), manifest["prompts"]
         seconds = sum(s.get("seconds", 0) for s in m.values())
         lines.append(
             f"| {rp.index} | {p['count']} | {p['trained']} | {_fmt(m['score']['mean'])} "
@@ -90,13 +91,14 @@ def render(paths: RunPaths) -> str:
     if rounds:
         last = rounds[-1][1]
         plan = read_json(rounds[-1][0].plan)
+        metrics = read_json(rounds[-1][0].metrics)
         lines += [
             "",
             f"Prompts file of the last round: `{plan['prompts_file']}`, {plan['prompts_in_file']} unique prompts "
             f"({plan['duplicates_dropped']} exact duplicates dropped, {plan['too_long_skipped']} skipped as too long), "
-            f"{plan['holdout']} held out.",
+            f"{plan['held_out']} held out.",
             f"Scorers: {', '.join(last['scorers'])}. Latest adapter: `{last['adapter']}`.",
         ]
-        timing = ", ".join(f"{k} {_duration(v.get('seconds', 0))}" for k, v in last["metrics"].items())
+        timing = ", ".join(f"{k} {_duration(v.get('seconds', 0))}" for k, v in metrics.items())
         lines.append(f"Stage times of the last round: {timing}.")
     return "\n".join(lines) + "\n"

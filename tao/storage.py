@@ -67,14 +67,6 @@ def publish_dir(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
-def fresh_dir(path: Path) -> Path:
-    """An empty directory at ``path`` (leftovers of an interrupted attempt are removed)."""
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    return path
-
-
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -30,10 +30,10 @@ class Group:
     completions: tuple[tuple[int, ...], ...]
     rewards: tuple[float | None, ...]
 
-    @property
-    def has_signal(self) -> bool:
-        """At least two different scores: GRPO's group-relative advantage is not zero everywhere."""
-        return len({r for r in self.rewards if r is not None}) >= 2
+
+def has_signal(scores: Sequence[float | None]) -> bool:
+    """At least two different scores in a group: GRPO's group-relative advantage is not zero everywhere."""
+    return len({s for s in scores if s is not None}) >= 2
 
 
 def _key(chat: list[dict]) -> str:
@@ -41,13 +41,20 @@ def _key(chat: list[dict]) -> str:
 
 
 class _Replay:
-    """trl ``rollout_func`` that serves the stored candidates of each prompt, in order, cycling."""
+    """trl ``rollout_func`` that serves the stored candidates of each prompt, in order, cycling.
+
+    trl 1.16 hands it each prompt ``num_generations`` times in a row and expects one completion per entry;
+    anything else would misalign completions and scores, so it is refused.
+    """
 
     def __init__(self, groups: Sequence[Group]):
         self.groups = {_key(g.prompt.chat()): g for g in groups}
         self.served: defaultdict[str, int] = defaultdict(int)
 
     def __call__(self, prompts: list, trainer: Any) -> dict[str, list]:
+        size = trainer.num_generations
+        if len(prompts) % size or any(prompts[i] != prompts[i - i % size] for i in range(len(prompts))):
+            raise RuntimeError("trl's rollout_func no longer receives each prompt num_generations times in a row")
         out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "logprobs": None, "tao_reward": []}
         for chat in prompts:
             key = _key(chat)
@@ -69,8 +76,8 @@ def grpo_update(
     model: Any, tokenizer: Any, groups: Sequence[Group], config: Config, scratch: Path, console: Console
 ) -> dict[str, Any]:
     """Train ``model`` (a trainable PeftModel) in place on ``groups``; returns what the update measured."""
-    useful = [g for g in groups if g.has_signal]
-    stats: dict[str, Any] = {"groups": len(groups), "groups_with_signal": len(useful), "steps": 0}
+    useful = [g for g in groups if has_signal(g.rewards)]
+    stats: dict[str, Any] = {"groups_trained": len(useful), "steps": 0}
     if not useful:
         return stats
     import torch

@@ -26,3 +26,16 @@ def wrong_length(prompts, completions, completion_ids, **kwargs):
 
 async def async_len(prompts, completions, completion_ids, **kwargs):
     return [float(len(c[0]["content"])) for c in completions]
+
+
+def raising(prompts, completions, completion_ids, **kwargs):
+    raise ValueError("checker is broken")
+
+
+def as_array(prompts, completions, completion_ids, trainer_state, log_metric, **kwargs):
+    """Uses trl-only arguments and returns an array, as trl allows."""
+    import numpy as np
+
+    assert trainer_state is None
+    log_metric("seen", len(completions))
+    return np.arange(len(completions), dtype=float)

@@ -10,10 +10,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_default_yaml_is_the_full_reference(tmp_path):
-    """configs/default.yaml holds every field, with the dataclass default, and a comment for each section."""
-    data = yaml.safe_load((ROOT / "configs/default.yaml").read_text())
-    assert data == to_dict(Config())
+    """configs/default.yaml holds every field, with the dataclass default, and a comment above each key."""
+    text = (ROOT / "configs/default.yaml").read_text()
+    assert yaml.safe_load(text) == to_dict(Config())
     assert load_config(ROOT / "configs/default.yaml") == Config()
+    lines = text.splitlines()
+
+    def is_key(line: str) -> bool:  # a key of a section, e.g. "  rank: 16"
+        return line.startswith("  ") and not line.startswith("   ") and not line.strip().startswith("#")
+
+    for number, line in enumerate(lines):
+        if is_key(line):
+            above = number - 1
+            while is_key(lines[above]) or lines[above].startswith("    "):  # keys documented as a group, list items
+                above -= 1
+            assert lines[above].strip().startswith("#"), f"default.yaml:{number + 1}: {line.strip()} is undocumented"
 
 
 def test_precedence_defaults_file_then_set(tmp_path):
@@ -66,7 +77,9 @@ def test_file_errors_name_the_key(tmp_path, text, field, problem):
         ("rollout.temprature=0.7", "unknown key 'rollout.temprature'"),
         ("rollout=3", "is a section"),
         ("data.holdout=1.5", "must be in [0, 1)"),
-        ("update.learning_rate=fast", "expected a number"),
+        ("update.learning_rate=fast", "expected a finite number"),
+        ("update.learning_rate=.inf", "expected a finite number"),
+        ("run.seed=-1", "must be in [0, 1000000)"),
         ("run.rounds", "expected section.key=value"),
     ],
 )

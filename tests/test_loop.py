@@ -53,16 +53,23 @@ def test_round_artefacts_and_lineage(finished_run, tiny_model):
         "trained": 4,
         "held_out": 3,
     }
-    assert m["scorers"] == ["tests.rewards:letter_a=1"] and m["parent_adapter"] is None
+    assert m["scorers"] == ["tests.rewards:letter_a=1"] and m["parent"] is None
+    assert m["version"] == "run/round-0001" and m["run_dir"] == str(run_dir.resolve())
+    assert m["adapter"] == "round-0001/adapter" and m["adapter_shape"]["r"] == 16
     assert m["config"]["rollout"]["num_candidates"] == 4 and m["config"]["run"]["seed"] == 0 and m["seed"] == 1
     assert m["packages"]["trl"] and m["packages"]["peft"] and m["packages"]["torch"]
-    assert set(m["metrics"]) == {"explore", "score", "update", "evaluate"}
-    assert all(stage["seconds"] >= 0 for stage in m["metrics"].values())
-    assert m["metrics"]["evaluate"]["prompts"] == 3 and "low" in m["metrics"]["evaluate"]["difference"]
-    assert json.loads(rp.metrics.read_text()) == m["metrics"]
+    metrics = json.loads(rp.metrics.read_text())
+    assert set(metrics) == {"explore", "score", "update", "evaluate"}
+    assert metrics["explore"]["seconds"] > 0 and metrics["update"]["seconds"] > 0 and metrics["update"]["steps"] >= 1
+    assert (
+        m["evaluation"]["prompts"] == 3
+        and m["evaluation"]["difference"]["low"] <= m["evaluation"]["difference"]["high"]
+    )
+    assert {k: v for k, v in metrics["evaluate"].items() if k != "seconds"} == m["evaluation"]
+    assert not rp.rollouts.exists() and not rp.adapter_tmp.exists() and not rp.trainer.exists()  # no leftovers
     report = (run_dir / "report.md").read_text()
     assert "| 1 | 12 | 4 |" in report and "12 unique prompts (0 exact duplicates dropped, 0 skipped" in report
-    assert m["timings"] == {stage: figures["seconds"] for stage, figures in m["metrics"].items()}
+    assert m["timings"] == {stage: figures["seconds"] for stage, figures in metrics.items()}
     assert output.startswith("round 1: 4 prompts x 4 candidates")
     held = set(json.loads((run_dir / "split.json").read_text())["holdout"])
     trained = {p["id"] for p in json.loads(rp.plan.read_text())["prompts"]}
@@ -136,6 +143,8 @@ def test_interrupted_stage_resumes_without_redoing_finished_ones(tiny_model, tmp
     monkeypatch.setattr(tao.loop, "update", counting("update"))
     result = tao_run(prompts_file, tiny_model, tmp_path / "run", "--set", "lora.rank=4")
     assert result.exit_code == 2 and "started with other model/lora settings" in result.output
+    rp.adapter_tmp.mkdir()  # as if killed while saving the adapter
+    (rp.adapter_tmp / "adapter_model.safetensors").write_bytes(b"half written")
     result = tao_run(prompts_file, tiny_model, tmp_path / "run")
     assert result.exit_code == 0, result.output
     assert calls == {
@@ -145,6 +154,7 @@ def test_interrupted_stage_resumes_without_redoing_finished_ones(tiny_model, tmp
         "evaluate": 1,
     }  # explore and score were not redone
     assert rp.candidates.read_bytes() == candidates and rp.manifest.is_file()
+    assert not rp.adapter_tmp.exists() and (rp.adapter / "adapter_model.safetensors").stat().st_size > 1000
 
     loads = []
     monkeypatch.setattr("tao.model.load_base", lambda *a, **k: loads.append(a))
@@ -164,8 +174,7 @@ def test_appended_prompts_add_a_round_on_top_of_the_last_adapter(finished_run, t
     assert result.exit_code == 0, result.output
     r2 = RunPaths(run_dir).round(2)
     plan = json.loads(r2.plan.read_text())
-    assert plan["parent_adapter"] == str(RunPaths(run_dir).round(1).adapter)
-    assert json.loads(r2.manifest.read_text())["parent_adapter"] == plan["parent_adapter"]
+    assert plan["parent_round"] == 1 and json.loads(r2.manifest.read_text())["parent"] == "run/round-0001"
     split = json.loads((run_dir / "split.json").read_text())
     assert split["holdout"][: len(split_before["holdout"])] == split_before["holdout"]
     round1 = {p["id"] for p in json.loads(RunPaths(run_dir).round(1).plan.read_text())["prompts"]}
@@ -174,13 +183,28 @@ def test_appended_prompts_add_a_round_on_top_of_the_last_adapter(finished_run, t
     assert not (RunPaths(run_dir).round(3)).dir.exists()
 
 
+def test_a_round_directory_left_without_a_plan_is_planned_again(finished_run, tiny_model, tmp_path):
+    """Killed between writing the next round's config.yaml and its plan.json: the next run plans it anew."""
+    prompts, run_dir, _ = finished_run
+    run_dir = shutil.copytree(run_dir, tmp_path / "run")
+    grown = shutil.copy(prompts, tmp_path / "logs.jsonl")
+    with open(grown, "a") as fh:
+        fh.write(json.dumps({"prompt": "one more", "id": "extra"}) + "\n")
+    half = RunPaths(run_dir).round(2)
+    half.dir.mkdir()
+    half.config.write_text("stale: true\n")  # not even a valid config: it must not be read
+    result = tao_run(grown, tiny_model, run_dir)
+    assert result.exit_code == 0, result.output
+    assert half.manifest.is_file() and json.loads(half.plan.read_text())["round"] == 2
+
+
 def test_two_rounds_chain_and_a_different_base_is_refused(tiny_model, tmp_path, prompts_file):
     from tests.conftest import build_tiny_model
 
     result = tao_run(prompts_file, tiny_model, tmp_path / "run", "--rounds", "2")
     assert result.exit_code == 0, result.output
     r1, r2 = RunPaths(tmp_path / "run").rounds()
-    assert json.loads(r2.plan.read_text())["parent_adapter"] == str(r1.adapter)
+    assert json.loads(r2.plan.read_text())["parent_round"] == r1.index == 1
     assert result.output.count("\nround ") + result.output.startswith("round ") == 2
     other = build_tiny_model(tmp_path / "other", seed=1)
     result = tao_run(prompts_file, other, tmp_path / "run", "--rounds", "3")
@@ -218,3 +242,4 @@ def test_qlora_round_with_a_4bit_base(tiny_model, tmp_path, prompts_file):
     config = json.loads((rp.adapter / "adapter_config.json").read_text())
     assert sorted(config["target_modules"]) == ["q_proj", "v_proj"]
     assert json.loads(rp.manifest.read_text())["config"]["model"]["quantize"] == "nf4"
+    assert json.loads(rp.metrics.read_text())["update"]["steps"] >= 1

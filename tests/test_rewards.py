@@ -1,5 +1,3 @@
-import math
-
 import pytest
 
 from reward import instructions
@@ -35,54 +33,47 @@ def test_rules():
     assert score(r"rule:regex:^\d+$", "42") == 1.0 and score(r"rule:regex:^\d+$", "forty") == 0.0
 
 
+# fmt: off
 @pytest.mark.parametrize(
-    "ask, good, bad",
+    "kind, ask, good, bad",
     [
-        ("Answer without using any commas.", "yes it is true", "yes, it is"),
-        ("Reply in all lowercase letters.", "all small here", "Not all small"),
-        ("Write it in all capital letters.", "LOUD TEXT", "Quiet text"),
-        ("Use at least 5 words.", "one two three four five", "one two"),
-        ("Answer in fewer than 4 words.", "just three words", "this has far too many words"),
-        ("Write exactly 2 paragraphs.", "first part\n\nsecond part", "only one block"),
-        ("Give exactly 3 bullet points.", "* a\n* b\n* c", "* a\n* b"),
-        ("Wrap your entire output in JSON format.", '{"ok": true}', "ok: true"),
-        ('End your response with the exact phrase "See you."', "Bye now. See you.", "See you. Bye now."),
-        ('Start your answer with the word "Dear"', "Dear Sam, hi", "Hi Sam, dear"),
-        ("Wrap your entire response with double quotation marks.", '"quoted"', "not quoted"),
-        ('Include the keywords "apple" and "pear".', "an apple and a pear", "an apple only"),
-        ('Do not use the words "very" or "really".', "it is great", "it is very great"),
-        ("Include at least 2 placeholders like [name].", "hi [name] from [city]", "hi [name]"),
-        (
-            "Highlight at least 2 sections with markdown, i.e. *highlighted section*.",
-            "*one* and *two*",
-            "*one*",
-        ),
-        ("Add a title wrapped in double angular brackets, such as <<poem>>.", "<<Rain>>\nit rains", "Rain"),
-        ("At the end, add a postscript starting with P.S.", "Hello.\nP.S. bye", "Hello. bye"),
-        ("In your answer, the letter q should appear at least 3 times.", "qqq", "q"),
-        ("Answer in one sentence.", "It is blue.", "It is blue. It is nice."),
-        ("Write 5 or more words.", "a b c d e", "a b"),
-        ("Put double quotes around your entire response.", '"hi there"', "hi there"),
-        ("Do not include the following keywords: field, issue.", "all good", "an issue here"),
-        ('Mention "Oslo" in the post.', "I love Oslo", "I love Bergen"),
-        ("Use words in all capital letters at least 2 times.", "a BIG RED dog", "a BIG dog"),
-        ("Make sure to use the word war at least twice.", "war and war", "war and peace"),
-        (
-            'The very last sentence of your response should be "Any questions?".',
-            "Done. Any questions?",
-            "Any questions? Done.",
-        ),
-        (
-            'Answer with one of the following options: ("My answer is yes.", "My answer is no.")',
-            "My answer is no.",
-            "No.",
-        ),
-        ("Give two jokes separated by ******.", "joke one ****** joke two", "joke one. joke two"),
+        ("no_comma", "Answer without using any commas.", "yes it is true", "yes, it is"),
+        ("lowercase", "Reply in all lowercase letters.", "all small here", "Not all small"),
+        ("uppercase", "Write it in all capital letters.", "LOUD TEXT", "Quiet text"),
+        ("words", "Use at least 5 words.", "one two three four five", "one two"),
+        ("words", "Answer in fewer than 4 words.", "just three words", "this has far too many words"),
+        ("paragraphs", "Write exactly 2 paragraphs.", "first part\n\nsecond part", "only one block"),
+        ("bullets", "Give exactly 3 bullet points.", "* a\n* b\n* c", "* a\n* b"),
+        ("json", "Wrap your entire output in JSON format.", '{"ok": true}', "ok: true"),
+        ("end_with", 'End your response with the exact phrase "See you."', "Bye now. See you.", "See you. Bye now."),
+        ("start_with", 'Start your answer with the word "Dear"', "Dear Sam, hi", "Hi Sam, dear"),
+        ("quotation", "Wrap your entire response with double quotation marks.", '"quoted"', "not quoted"),
+        ("keywords", 'Include the keywords "apple" and "pear".', "an apple and a pear", "an apple only"),
+        ("forbidden", 'Do not use the words "very" or "really".', "it is great", "it is very great"),
+        ("placeholders", "Include at least 2 placeholders like [name].", "hi [name] from [city]", "hi [name]"),
+        ("highlights", "Highlight at least 2 sections with markdown, i.e. *highlighted section*.", "*one* and *two*",
+         "*one*"),
+        ("title", "Add a title wrapped in double angular brackets, such as <<poem>>.", "<<Rain>>\nit rains", "Rain"),
+        ("postscript", "At the end, add a postscript starting with P.S.", "Hello.\nP.S. bye", "Hello. bye"),
+        ("frequency", "In your answer, the letter q should appear at least 3 times.", "qqq", "q"),
+        ("sentences", "Answer in one sentence.", "It is blue.", "It is blue. It is nice."),
+        ("words", "Write 5 or more words.", "a b c d e", "a b"),
+        ("quotation", "Put double quotes around your entire response.", '"hi there"', "hi there"),
+        ("forbidden", "Do not include the following keywords: field, issue.", "all good", "an issue here"),
+        ("keywords", 'Mention "Oslo" in the post.', "I love Oslo", "I love Bergen"),
+        ("capital_words", "Use words in all capital letters at least 2 times.", "a BIG RED dog", "a BIG dog"),
+        ("frequency", "Make sure to use the word war at least twice.", "war and war", "war and peace"),
+        ("end_with", 'The very last sentence of your response should be "Any questions?".', "Done. Any questions?",
+         "Any questions? Done."),
+        ("options", 'Answer with one of the following options: ("My answer is yes.", "My answer is no.")',
+         "My answer is no.", "No."),
+        ("two_responses", "Give two jokes separated by ******.", "joke one ****** joke two", "joke one. joke two"),
     ],
 )
-def test_instructions_detected_and_checked(ask, good, bad):
+# fmt: on
+def test_instructions_detected_and_checked(kind, ask, good, bad):
     p = prompt(f"Tell me about it. {ask}")
-    assert instructions.detect(p), f"nothing detected in {ask!r}"
+    assert kind in [i.kind for i in instructions.detect(p)]
     assert instructions.follow_rate(p, good) == 1.0
     assert instructions.follow_rate(p, bad) < 1.0
 
@@ -104,6 +95,19 @@ def test_instructions_in_the_system_turn_count_and_plain_prompts_get_no_opinion(
 )
 def test_instructions_that_look_alike_are_not_confused(ask, not_kind):
     assert not_kind not in [i.kind for i in instructions.detect(prompt(ask))]
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "How do I convert a string to lowercase in Python?",
+        "Explain the difference between lowercase and uppercase letters in passwords.",
+        "Write a Python function that returns a JSON object with the user's name.",
+        "Explain how to avoid commas in CSV files.",
+    ],
+)
+def test_words_that_are_the_topic_are_not_instructions(topic):
+    assert instructions.detect(prompt(topic)) == []
 
 
 def test_follow_rate_is_the_share_followed():
@@ -174,8 +178,24 @@ def test_bad_specs_are_input_errors(spec, problem):
         RewardSet([spec])
 
 
+def test_function_errors_are_one_line_input_errors_and_arrays_are_accepted():
+    with pytest.raises(InputError, match="raised ValueError: checker is broken"):
+        RewardSet(["tests.rewards:raising"]).score([prompt("a")], [cand("x")])
+    out = RewardSet(["tests.rewards:as_array"]).score([prompt("a")] * 3, [cand("x")] * 3)
+    assert [s.total for s in out] == [0.0, 1.0, 2.0]
+
+
+def test_module_in_the_working_directory_is_found(tmp_path, monkeypatch):
+    (tmp_path / "cwd_reward_mod.py").write_text(
+        "def f(prompts, completions, **kw):\n    return [7.0] * len(completions)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", [p for p in __import__("sys").path if p not in ("", str(tmp_path))])
+    assert RewardSet(["cwd_reward_mod:f"]).score([prompt("a")], [cand("x")])[0].total == 7.0
+
+
 def test_function_returning_the_wrong_length_is_an_error():
-    with pytest.raises(InputError, match="must return a list of 2"):
+    with pytest.raises(InputError, match="must return 2 scores"):
         RewardSet(["tests.rewards:wrong_length"]).score([prompt("a")] * 2, [cand("x"), cand("y")])
 
 
@@ -190,16 +210,24 @@ def test_reward_model_directory_scores_like_the_model(tiny_model, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     rm_dir = tmp_path / "rm"
+    torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=1)
-    model.save_pretrained(rm_dir)
+    model.save_pretrained(rm_dir)  # now a complete reward model, scoring head included
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     tokenizer.save_pretrained(rm_dir)
-    scorer = RewardSet([f"rm:{rm_dir}"])
-    outs = scorer.score([prompt("hi")] * 2, [cand("hello world"), cand("the lazy dog")])
-    chat = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello world"}], tokenize=False
-    )
-    with torch.no_grad():
-        expected = model.eval()(**tokenizer(chat, return_tensors="pt", add_special_tokens=False)).logits[0, 0].item()
-    assert outs[0].total == pytest.approx(expected, abs=1e-4)
-    assert math.isfinite(outs[1].total) and outs[0].total != outs[1].total
+    answers = ["hello world", "the quick brown fox jumps over the lazy dog, twice over"]
+    outs = RewardSet([f"rm:{rm_dir}"]).score([prompt("hi")] * 2, [cand(a) for a in answers])  # one padded batch
+    for answer, out in zip(answers, outs, strict=True):
+        chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": answer}]
+        ids = tokenizer(
+            tokenizer.apply_chat_template(chat, tokenize=False), return_tensors="pt", add_special_tokens=False
+        )
+        with torch.no_grad():
+            expected = model.eval()(**ids).logits[0, 0].item()
+        assert out.total == pytest.approx(expected, abs=1e-4)
+    assert outs[0].total != outs[1].total
+
+
+def test_a_chat_model_is_not_taken_for_a_reward_model(tiny_model):
+    with pytest.raises(InputError, match="not a trained reward model"):
+        RewardSet([f"rm:{tiny_model}"])

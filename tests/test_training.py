@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+import tao.training
 from rollouts.generator import Sampling
 from rollouts.transformers_engine import TransformersGenerator, chat_token_ids
 from tao.config import Config, replace
@@ -41,8 +42,15 @@ def snapshot(model, lora):
     return {n: p.detach().clone() for n, p in model.named_parameters() if ("lora_" in n) == lora}
 
 
-def test_update_trains_lora_on_the_stored_candidates_and_leaves_the_base_alone(policy, tmp_path):
+def test_update_trains_lora_on_the_stored_candidates_and_leaves_the_base_alone(policy, tmp_path, monkeypatch):
     groups = make_groups(policy, [[0.0, 1.0, 0.0, 1.0], [0.2, 0.2, 0.9, 0.1]])
+    seen = []  # (completion ids, reward) pairs as trl hands them to the reward function
+
+    def recording(prompts, completions, tao_reward, completion_ids, **kwargs):
+        seen.extend(zip(map(tuple, completion_ids), tao_reward, strict=True))
+        return list(tao_reward)
+
+    monkeypatch.setattr(tao.training, "tao_reward", recording)
     with policy.attached(None, trainable=True, seed=0) as model:
         base_before, lora_before = snapshot(model, lora=False), snapshot(model, lora=True)
 
@@ -53,8 +61,10 @@ def test_update_trains_lora_on_the_stored_candidates_and_leaves_the_base_alone(p
         stats = grpo_update(model, policy.tokenizer, groups, CONFIG, tmp_path / "scratch", Console(True))
         base_after, lora_after = snapshot(model, lora=False), snapshot(model, lora=True)
         del model.generate
-    assert stats["steps"] == 1 and stats["groups_with_signal"] == 2
-    # trl saw exactly the stored scores: its logged mean reward is theirs
+    assert stats["steps"] == 1 and stats["groups_trained"] == 2
+    # trl trained on every stored candidate once, each with its own score
+    stored = [(c, r) for g in groups for c, r in zip(g.completions, g.rewards, strict=True)]
+    assert sorted(seen) == sorted(stored)
     assert stats["reward"] == pytest.approx(sum(sum(g.rewards) for g in groups) / 8, abs=1e-5)
     changed = [n for n in lora_before if not torch.equal(lora_before[n], lora_after[n])]
     assert any("lora_B" in n for n in changed) and len(changed) >= len(lora_before) // 2
@@ -66,7 +76,7 @@ def test_groups_without_signal_are_left_out(policy, tmp_path):
     groups = make_groups(policy, [[0.5] * 4, [0.0, 1.0, None, 1.0], [None] * 4])
     with policy.attached(None, trainable=True, seed=0) as model:
         stats = grpo_update(model, policy.tokenizer, groups, CONFIG, tmp_path / "s", Console(True))
-    assert (stats["groups"], stats["groups_with_signal"], stats["steps"]) == (3, 1, 1)
+    assert (stats["groups_trained"], stats["steps"]) == (1, 1)
 
 
 def test_no_signal_at_all_trains_nothing(policy, tmp_path):
@@ -75,4 +85,4 @@ def test_no_signal_at_all_trains_nothing(policy, tmp_path):
         before = snapshot(model, lora=True)
         stats = grpo_update(model, policy.tokenizer, groups, CONFIG, tmp_path / "s", Console(True))
         assert all(torch.equal(before[n], p) for n, p in snapshot(model, lora=True).items())
-    assert stats == {"groups": 2, "groups_with_signal": 0, "steps": 0}
+    assert stats == {"groups_trained": 0, "steps": 0}

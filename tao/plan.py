@@ -1,0 +1,99 @@
+"""What a round will do, fixed before it starts: its prompts, its parent, its seed.
+
+A round exists once its ``plan.json`` is written (after its ``config.yaml``); a round directory without a
+plan is a planning step that was interrupted, and is planned again.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from tao import pool
+from tao.config import Config, to_yaml
+from tao.paths import RoundPaths, RunPaths
+from tao.prompts import Prompt, PromptFile
+from tao.storage import read_json, write_json, write_text
+
+
+@dataclass(frozen=True)
+class Plan:
+    round: int
+    parent_round: int | None  # the round whose adapter this one starts from; None = the base model
+    seed: int
+    prompts_file: str
+    prompts_sha256: str
+    prompts_in_file: int  # unique prompts in the file
+    duplicates_dropped: int
+    too_long_skipped: int
+    held_out: int  # prompts held out in the run so far
+    prompts: tuple[Prompt, ...]  # explored and trained on
+    eval_prompts: tuple[Prompt, ...]  # answered greedily and scored, before and after
+
+    def to_json(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["prompts"] = [p.to_row() for p in self.prompts]
+        data["eval_prompts"] = [p.to_row() for p in self.eval_prompts]
+        return data
+
+    @classmethod
+    def read(cls, rp: RoundPaths) -> Plan:
+        data = read_json(rp.plan)
+        data["prompts"] = tuple(Prompt.from_row(r) for r in data["prompts"])
+        data["eval_prompts"] = tuple(Prompt.from_row(r) for r in data["eval_prompts"])
+        return cls(**data)
+
+
+def planned_rounds(paths: RunPaths) -> list[RoundPaths]:
+    return [r for r in paths.rounds() if r.plan.is_file()]
+
+
+def pending_round(paths: RunPaths) -> RoundPaths | None:
+    """The planned round that has not finished, if any (there is at most one)."""
+    pending = [r for r in planned_rounds(paths) if not r.manifest.is_file()]
+    return pending[0] if pending else None
+
+
+def finished_on_file(paths: RunPaths, sha256: str) -> int:
+    """Finished rounds that ran on this version of the prompts file."""
+    return sum(Plan.read(r).prompts_sha256 == sha256 for r in planned_rounds(paths) if r.manifest.is_file())
+
+
+def read_split(paths: RunPaths) -> pool.Split:
+    if not paths.split.is_file():
+        return pool.Split((), ())
+    state = read_json(paths.split)
+    return pool.Split(tuple(state["seen"]), tuple(state["holdout"]))
+
+
+def write_split(paths: RunPaths, split: pool.Split) -> None:
+    write_json(paths.split, {"seen": list(split.seen), "holdout": list(split.holdout)})
+
+
+def plan_round(paths: RunPaths, config: Config, prompt_file: PromptFile, prompts: list[Prompt], split: pool.Split,
+               too_long: int) -> RoundPaths:  # fmt: skip
+    """Choose the next round's prompts (least used first) and write its config, then its plan."""
+    planned = planned_rounds(paths)
+    index = planned[-1].index + 1 if planned else 1
+    used = Counter(p.id for r in planned for p in Plan.read(r).prompts)
+    present = [p.id for p in prompts]
+    by_id = {p.id: p for p in prompts}
+    chosen = pool.pick_round(split.train_ids(present), used, config.data.prompts_per_round, config.run.seed, index)
+    plan = Plan(
+        round=index,
+        parent_round=planned[-1].index if planned else None,
+        seed=config.run.seed * 1000 + index,
+        prompts_file=str(prompt_file.path),
+        prompts_sha256=prompt_file.sha256,
+        prompts_in_file=len(prompt_file.prompts),
+        duplicates_dropped=prompt_file.duplicates,
+        too_long_skipped=too_long,
+        held_out=len(split.holdout),
+        prompts=tuple(by_id[i] for i in chosen),
+        eval_prompts=tuple(by_id[i] for i in split.eval_ids(present, config.eval.max_prompts)),
+    )
+    rp = paths.round(index)
+    write_text(rp.config, to_yaml(config))
+    write_json(rp.plan, plan.to_json())
+    return rp
