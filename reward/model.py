@@ -25,9 +25,13 @@ class RewardModelScorer:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
             model, info = AutoModelForSequenceClassification.from_pretrained(
-                path, num_labels=1, use_safetensors=True, trust_remote_code=trust_remote_code,
-                dtype=torch.float32, output_loading_info=True,
-            )  # fmt: skip
+                path,
+                num_labels=1,
+                use_safetensors=True,
+                trust_remote_code=trust_remote_code,
+                dtype=torch.float32,
+                output_loading_info=True,
+            )
         except (OSError, ValueError) as exc:
             raise InputError(f"cannot load a reward model: {str(exc).splitlines()[0]}", file=path, field=name) from None
         if info["missing_keys"]:  # e.g. a plain chat model: its scoring head would be random
@@ -54,8 +58,13 @@ class RewardModelScorer:
         texts = [self._text(p, c) for p, c in zip(prompts, candidates, strict=True)]
         scores: list[float | None] = []
         for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(texts[start : start + self.batch_size], padding=True, truncation=True,
-                                   return_tensors="pt", add_special_tokens=False)  # fmt: skip
+            batch = self.tokenizer(
+                texts[start : start + self.batch_size],
+                padding=True,
+                truncation=True,
+                return_tensors="pt",
+                add_special_tokens=False,
+            )
             with torch.inference_mode():
                 logits: Any = self.model(**batch.to(self.model.device)).logits
             scores.extend(float(v) for v in logits[:, 0])

@@ -40,8 +40,10 @@ def plain_trl(config, base_path: Path, prompts, rewards, scratch: Path) -> dict:
 
     def reward(prompts, completions, completion_ids, **kwargs):
         ps = [by_text[json.dumps(p)] for p in prompts]
-        cands = [Candidate(p.id, 0, c[0]["content"], tuple(i), False, "sample") for p, c, i in
-                 zip(ps, completions, completion_ids, strict=True)]  # fmt: skip
+        cands = [
+            Candidate(p.id, 0, c[0]["content"], tuple(i), False, "sample")
+            for p, c, i in zip(ps, completions, completion_ids, strict=True)
+        ]
         return [s.total for s in rewards.score(ps, cands)]
 
     started = time.perf_counter()
@@ -49,24 +51,45 @@ def plain_trl(config, base_path: Path, prompts, rewards, scratch: Path) -> dict:
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
     g = config.rollout.num_candidates
     args = GRPOConfig(
-        output_dir=str(scratch), learning_rate=config.update.learning_rate, beta=config.update.beta,
-        num_generations=g, per_device_train_batch_size=g, gradient_accumulation_steps=config.update.prompts_per_step,
-        temperature=config.rollout.temperature, top_p=config.rollout.top_p,
-        max_completion_length=config.rollout.max_new_tokens, num_train_epochs=config.update.epochs,
-        bf16=False, use_cpu=True, gradient_checkpointing=False, report_to="none", save_strategy="no",
-        logging_steps=1, disable_tqdm=True, seed=config.run.seed,
-    )  # fmt: skip
-    lora = LoraConfig(r=config.lora.rank, lora_alpha=config.lora.alpha, target_modules=lora_targets(config.lora),
-                      task_type="CAUSAL_LM")  # fmt: skip
+        output_dir=str(scratch),
+        learning_rate=config.update.learning_rate,
+        beta=config.update.beta,
+        num_generations=g,
+        per_device_train_batch_size=g,
+        gradient_accumulation_steps=config.update.prompts_per_step,
+        temperature=config.rollout.temperature,
+        top_p=config.rollout.top_p,
+        max_completion_length=config.rollout.max_new_tokens,
+        num_train_epochs=config.update.epochs,
+        bf16=False,
+        use_cpu=True,
+        gradient_checkpointing=False,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+        seed=config.run.seed,
+    )
+    lora = LoraConfig(
+        r=config.lora.rank,
+        lora_alpha=config.lora.alpha,
+        target_modules=lora_targets(config.lora),
+        task_type="CAUSAL_LM",
+    )
     dataset = Dataset.from_list([{"prompt": p.chat()} for p in prompts])
-    trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, processing_class=tokenizer,
-                          train_dataset=dataset, peft_config=lora)  # fmt: skip
+    trainer = GRPOTrainer(
+        model=model, reward_funcs=reward, args=args, processing_class=tokenizer, train_dataset=dataset, peft_config=lora
+    )
     setup = time.perf_counter() - started
     trainer.train()
     train = time.perf_counter() - started - setup
     trainer.model.save_pretrained(scratch / "adapter")
-    return {"setup_s": setup, "train_s": train, "total_s": time.perf_counter() - started,
-            "steps": trainer.state.global_step}  # fmt: skip
+    return {
+        "setup_s": setup,
+        "train_s": train,
+        "total_s": time.perf_counter() - started,
+        "steps": trainer.state.global_step,
+    }
 
 
 def main() -> None:
@@ -112,17 +135,21 @@ def main() -> None:
             "explore_score_update_s": ours_update_path,
             "total_s": ours_total,
             "update_steps": steps,
-        },  # fmt: skip
+        },
         "trl": trl_result,
         "ratio_explore_score_update_vs_trl_train": ours_update_path / trl_result["train_s"],
         "ratio_total": ours_total / trl_result["total_s"],
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"tao round: explore+score+update {ours_update_path:.1f}s ({result['tao']['update_steps']} steps), "
-          f"evaluate {stages['evaluate']:.1f}s, total {ours_total:.1f}s")  # fmt: skip
-    print(f"plain trl: train {trl_result['train_s']:.1f}s ({trl_result['steps']} steps), "
-          f"total {trl_result['total_s']:.1f}s")  # fmt: skip
+    print(
+        f"tao round: explore+score+update {ours_update_path:.1f}s ({result['tao']['update_steps']} steps), "
+        f"evaluate {stages['evaluate']:.1f}s, total {ours_total:.1f}s"
+    )
+    print(
+        f"plain trl: train {trl_result['train_s']:.1f}s ({trl_result['steps']} steps), "
+        f"total {trl_result['total_s']:.1f}s"
+    )
     print(f"ratio (tao explore+score+update / trl train): {result['ratio_explore_score_update_vs_trl_train']:.2f}")
     print(f"ratio (tao total incl. held-out eval / trl total): {result['ratio_total']:.2f}")
     print(f"wrote {args.out}")

@@ -102,8 +102,10 @@ def main() -> None:
         for ident in item["instruction_id_list"]:
             carried[ident] += 1
             found[ident] += KINDS[ident] in kinds
-    per_type = {i: {"prompts": carried[i], "recall": found[i] / carried[i], "covered": KINDS[i] is not None}
-                for i in sorted(carried, key=lambda i: -carried[i])}  # fmt: skip
+    per_type = {
+        i: {"prompts": carried[i], "recall": found[i] / carried[i], "covered": KINDS[i] is not None}
+        for i in sorted(carried, key=lambda i: -carried[i])
+    }
     covered = [i for i in carried if KINDS[i]]
     result = {
         "data": args.data,
@@ -122,10 +124,14 @@ def main() -> None:
             + ("" if row["covered"] else "  (not covered)")
         )
     for name, row in result["false_detections"].items():
-        print(f"no instructions, {name}: {row['with_a_detection']} of {row['prompts']} prompts get a detection "
-              f"{row['examples'][:3]}")  # fmt: skip
-    print(f"precision {result['precision']:.1%}, recall on covered types {result['recall_on_covered_types']:.1%}, "
-          f"prompts with a detection {result['prompts_with_a_detection']:.1%}")  # fmt: skip
+        print(
+            f"no instructions, {name}: {row['with_a_detection']} of {row['prompts']} prompts get a detection "
+            f"{row['examples'][:3]}"
+        )
+    print(
+        f"precision {result['precision']:.1%}, recall on covered types {result['recall_on_covered_types']:.1%}, "
+        f"prompts with a detection {result['prompts_with_a_detection']:.1%}"
+    )
 
 
 if __name__ == "__main__":

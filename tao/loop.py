@@ -74,8 +74,10 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
             write_json(paths.run, {"base_model": _base_row(base), "created": registry.now()})
         write_text(paths.config, to_yaml(config))
         write_split(paths, split)
-        console.say(f"{prompt_file.lines} lines: {len(prompt_file.prompts)} prompts ({prompt_file.duplicates} "
-                    f"duplicates dropped, {too_long} too long), {len(train)} for training")  # fmt: skip
+        console.say(
+            f"{prompt_file.lines} lines: {len(prompt_file.prompts)} prompts ({prompt_file.duplicates} "
+            f"duplicates dropped, {too_long} too long), {len(train)} for training"
+        )
         done = []
         pending = pending_round(paths)
         if pending:
@@ -83,8 +85,10 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
         while finished_on_file(paths, prompt_file.sha256) < config.run.rounds:
             done.append(run_round(plan_round(paths, config, prompt_file, prompts, split, too_long), ctx))
         if not done:
-            console.result(f"nothing to do: {config.run.rounds} round(s) already ran on this prompts file "
-                           f"({paths.root}); append prompts or raise --rounds to continue")  # fmt: skip
+            console.result(
+                f"nothing to do: {config.run.rounds} round(s) already ran on this prompts file "
+                f"({paths.root}); append prompts or raise --rounds to continue"
+            )
         return done
 
 
@@ -94,8 +98,9 @@ def run_round(rp: RoundPaths, ctx: Run) -> dict:
     config = load_config(rp.config)
     started_with = (config.model.quantize, config.model.trust_remote_code, config.lora)
     if started_with != (ctx.policy.model_config.quantize, ctx.policy.model_config.trust_remote_code, ctx.policy.lora):
-        raise InputError("this unfinished round was started with other model/lora settings; rerun with its config",
-                         file=rp.config)  # fmt: skip
+        raise InputError(
+            "this unfinished round was started with other model/lora settings; rerun with its config", file=rp.config
+        )
     parent = ctx.paths.round(plan.parent_round).adapter if plan.parent_round else None
     rewards = ctx.reward_set(config)
     ctx.console.say(f"round {rp.index}: {len(plan.prompts)} prompts x {config.rollout.num_candidates} candidates")
@@ -113,8 +118,9 @@ def run_round(rp: RoundPaths, ctx: Run) -> dict:
     return manifest
 
 
-def explore(rp: RoundPaths, ctx: Run, config: Config, prompts: tuple[Prompt, ...], parent: Path | None,
-            seed: int) -> dict:  # fmt: skip
+def explore(
+    rp: RoundPaths, ctx: Run, config: Config, prompts: tuple[Prompt, ...], parent: Path | None, seed: int
+) -> dict:
     r = config.rollout
     sampling = Sampling(r.num_candidates, r.temperature, r.top_p, r.max_new_tokens, seed)
     with ctx.policy.attached(parent) as model:
@@ -148,8 +154,9 @@ def score(rp: RoundPaths, ctx: Run, rewards: RewardSet, prompts: tuple[Prompt, .
     return report.score_stats(rows)
 
 
-def update(rp: RoundPaths, ctx: Run, config: Config, prompts: tuple[Prompt, ...], parent: Path | None,
-           seed: int) -> dict:  # fmt: skip
+def update(
+    rp: RoundPaths, ctx: Run, config: Config, prompts: tuple[Prompt, ...], parent: Path | None, seed: int
+) -> dict:
     rows: defaultdict[str, list[dict]] = defaultdict(list)
     for row in read_jsonl(rp.candidates):
         rows[row["prompt_id"]].append(row)
@@ -168,8 +175,9 @@ def update(rp: RoundPaths, ctx: Run, config: Config, prompts: tuple[Prompt, ...]
     return stats
 
 
-def evaluate(rp: RoundPaths, ctx: Run, config: Config, rewards: RewardSet, prompts: tuple[Prompt, ...],
-             base_rows: list[dict]) -> dict:  # fmt: skip
+def evaluate(
+    rp: RoundPaths, ctx: Run, config: Config, rewards: RewardSet, prompts: tuple[Prompt, ...], base_rows: list[dict]
+) -> dict:
     if not prompts:
         return {"prompts": 0}
     with ctx.policy.attached(rp.adapter) as model:
@@ -219,8 +227,9 @@ def _fitting(ctx: Run, config: Config) -> tuple[list[Prompt], int]:
         try:
             length = len(chat_token_ids(ctx.policy.tokenizer, prompt))
         except Exception as exc:  # the model's chat template refuses it (e.g. roles that must alternate)
-            raise InputError(f"the model's chat template refuses prompt {prompt.id!r}: {exc}",
-                             file=ctx.prompt_file.path) from None  # fmt: skip
+            raise InputError(
+                f"the model's chat template refuses prompt {prompt.id!r}: {exc}", file=ctx.prompt_file.path
+            ) from None
         if length <= config.data.max_prompt_tokens:
             kept.append(prompt)
     return kept, len(ctx.prompt_file.prompts) - len(kept)

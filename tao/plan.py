@@ -71,8 +71,9 @@ def write_split(paths: RunPaths, split: pool.Split) -> None:
     write_json(paths.split, {"seen": list(split.seen), "holdout": list(split.holdout)})
 
 
-def plan_round(paths: RunPaths, config: Config, prompt_file: PromptFile, prompts: list[Prompt], split: pool.Split,
-               too_long: int) -> RoundPaths:  # fmt: skip
+def plan_round(
+    paths: RunPaths, config: Config, prompt_file: PromptFile, prompts: list[Prompt], split: pool.Split, too_long: int
+) -> RoundPaths:
     """Choose the next round's prompts (least used first) and write its config, then its plan."""
     planned = planned_rounds(paths)
     index = planned[-1].index + 1 if planned else 1

@@ -69,22 +69,47 @@ def test_pickle_only_model_is_refused(tmp_path):
 def test_run_dir_that_is_a_file_is_a_one_line_error(tmp_path, tiny_model, prompts_file):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
-    result = CliRunner().invoke(main, ["run", "--prompts", str(prompts_file), "--model", str(tiny_model),
-                                       "--run-dir", str(blocker / "run")])  # fmt: skip
+    result = CliRunner().invoke(
+        main, ["run", "--prompts", str(prompts_file), "--model", str(tiny_model), "--run-dir", str(blocker / "run")]
+    )
     assert result.exit_code == 2 and result.output.startswith("tao: error: ") and result.output.count("\n") == 1
 
 
 def test_no_trainable_prompt_writes_nothing(tmp_path, tiny_model, prompts_file):
     run_dir = tmp_path / "run"
-    result = CliRunner().invoke(main, ["run", "--prompts", str(prompts_file), "--model", str(tiny_model),
-                                       "--run-dir", str(run_dir), "--set", "data.max_prompt_tokens=3"])  # fmt: skip
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--prompts",
+            str(prompts_file),
+            "--model",
+            str(tiny_model),
+            "--run-dir",
+            str(run_dir),
+            "--set",
+            "data.max_prompt_tokens=3",
+        ],
+    )
     assert result.exit_code == 2 and "no training prompts" in result.output
     assert not run_dir.exists()
 
 
 def test_unknown_lora_target_is_refused_before_any_work(tmp_path, tiny_model, prompts_file):
     run_dir = tmp_path / "run"
-    result = CliRunner().invoke(main, ["run", "--prompts", str(prompts_file), "--model", str(tiny_model),
-                                       "--run-dir", str(run_dir), "--set", "lora.target_modules=q_proj,qkv"])  # fmt: skip
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--prompts",
+            str(prompts_file),
+            "--model",
+            str(tiny_model),
+            "--run-dir",
+            str(run_dir),
+            "--set",
+            "lora.target_modules=q_proj,qkv",
+        ],
+    )
     assert result.exit_code == 2 and "no module 'qkv'" in result.output and "q_proj" in result.output
     assert not run_dir.exists()

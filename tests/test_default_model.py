@@ -19,8 +19,16 @@ pytestmark = [
 
 def test_smoke_round_on_smollm2(tmp_path):
     run_dir = tmp_path / "run"
-    args = ["run", "--prompts", str(ROOT / "examples/prompts.jsonl"), "--config", str(ROOT / "configs/smoke.yaml"),
-            "--run-dir", str(run_dir), "--quiet"]  # fmt: skip
+    args = [
+        "run",
+        "--prompts",
+        str(ROOT / "examples/prompts.jsonl"),
+        "--config",
+        str(ROOT / "configs/smoke.yaml"),
+        "--run-dir",
+        str(run_dir),
+        "--quiet",
+    ]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     manifest = json.loads((run_dir / "round-0001/manifest.json").read_text())

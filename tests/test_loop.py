@@ -213,8 +213,20 @@ def test_two_rounds_chain_and_a_different_base_is_refused(tiny_model, tmp_path, 
 
 def test_the_smoke_config_runs_a_round(tiny_model, tmp_path, prompts_file):
     root = Path(__file__).resolve().parents[1]
-    args = ["run", "--prompts", str(prompts_file), "--model", str(tiny_model), "--run-dir", str(tmp_path / "run"),
-            "--config", str(root / "configs/smoke.yaml"), "--reward", "tests.rewards:letter_a", "--quiet"]  # fmt: skip
+    args = [
+        "run",
+        "--prompts",
+        str(prompts_file),
+        "--model",
+        str(tiny_model),
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--config",
+        str(root / "configs/smoke.yaml"),
+        "--reward",
+        "tests.rewards:letter_a",
+        "--quiet",
+    ]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "run/round-0001/manifest.json").read_text())
