@@ -240,7 +240,11 @@ def _lineage(rp: RoundPaths, plan: Plan, config: Config, ctx: Run, rewards: Rewa
     return {
         "base_model": _base_row(ctx.base),
         "parent": registry.version(ctx.paths, ctx.paths.round(plan.parent_round)) if plan.parent_round else None,
-        "adapter_shape": {k: adapter_config.get(k) for k in ("r", "lora_alpha", "target_modules")},
+        "adapter_shape": {
+            "r": adapter_config["r"],
+            "lora_alpha": adapter_config["lora_alpha"],
+            "target_modules": sorted(adapter_config["target_modules"]),
+        },
         "prompts": {
             "file": plan.prompts_file,
             "sha256": plan.prompts_sha256,
