@@ -80,6 +80,15 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     monkeypatch.setenv("TAO_CACHE", str(tmp_path_factory.getbasetemp() / "tao-cache"))
 
 
+def cli(*args: object) -> object:
+    """Run ``tao ARGS...`` in this process (Path arguments are fine); returns click's Result."""
+    from click.testing import CliRunner
+
+    from tao.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
 def write_jsonl(path: Path, rows: list) -> Path:
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
     return path

@@ -1,9 +1,11 @@
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from tao.cli import main
+from tests.conftest import cli
 
 
 def test_help_imports_no_heavy_library():
@@ -69,47 +71,21 @@ def test_pickle_only_model_is_refused(tmp_path):
 def test_run_dir_that_is_a_file_is_a_one_line_error(tmp_path, tiny_model, prompts_file):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
-    result = CliRunner().invoke(
-        main, ["run", "--prompts", str(prompts_file), "--model", str(tiny_model), "--run-dir", str(blocker / "run")]
-    )
+    result = cli("run", "--prompts", prompts_file, "--model", tiny_model, "--run-dir", blocker / "run")
     assert result.exit_code == 2 and result.output.startswith("tao: error: ") and result.output.count("\n") == 1
 
 
-def test_no_trainable_prompt_writes_nothing(tmp_path, tiny_model, prompts_file):
+@pytest.mark.parametrize(
+    "setting, problem",
+    [
+        ("data.max_prompt_tokens=3", "no training prompts"),
+        ("lora.target_modules=q_proj,qkv", "no module 'qkv'; its linear modules are"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused_before_anything_is_written(
+    tmp_path, tiny_model, prompts_file, setting, problem
+):
     run_dir = tmp_path / "run"
-    result = CliRunner().invoke(
-        main,
-        [
-            "run",
-            "--prompts",
-            str(prompts_file),
-            "--model",
-            str(tiny_model),
-            "--run-dir",
-            str(run_dir),
-            "--set",
-            "data.max_prompt_tokens=3",
-        ],
-    )
-    assert result.exit_code == 2 and "no training prompts" in result.output
-    assert not run_dir.exists()
-
-
-def test_unknown_lora_target_is_refused_before_any_work(tmp_path, tiny_model, prompts_file):
-    run_dir = tmp_path / "run"
-    result = CliRunner().invoke(
-        main,
-        [
-            "run",
-            "--prompts",
-            str(prompts_file),
-            "--model",
-            str(tiny_model),
-            "--run-dir",
-            str(run_dir),
-            "--set",
-            "lora.target_modules=q_proj,qkv",
-        ],
-    )
-    assert result.exit_code == 2 and "no module 'qkv'" in result.output and "q_proj" in result.output
+    result = cli("run", "--prompts", prompts_file, "--model", tiny_model, "--run-dir", run_dir, "--set", setting)
+    assert result.exit_code == 2 and problem in result.output
     assert not run_dir.exists()

@@ -12,14 +12,14 @@ import tao.loop
 from tao.cli import main
 from tao.paths import RunPaths
 from tao.storage import locked, read_jsonl
-from tests.conftest import TINY, write_jsonl
+from tests.conftest import TINY, cli, write_jsonl
 
 
-def tao_run(prompts, model, run_dir, *extra):
-    args = ["run", "--prompts", str(prompts), "--model", str(model), "--run-dir", str(run_dir), "--quiet"]
-    for item in TINY:
-        args += ["--set", item]
-    return CliRunner().invoke(main, args + list(extra), catch_exceptions=False)
+def tao_run(prompts, model, run_dir, *extra, catch=False):
+    """``tao run`` with the TINY settings; ``catch`` only for tests that expect the process to be stopped."""
+    args = ["run", "--prompts", prompts, "--model", model, "--run-dir", run_dir, "--quiet"]
+    args += [a for item in TINY for a in ("--set", item)] + list(extra)
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=catch)
 
 
 @pytest.fixture(scope="module")
@@ -121,20 +121,7 @@ def test_interrupted_stage_resumes_without_redoing_finished_ones(tiny_model, tmp
     for name in calls:
         monkeypatch.setattr(tao.loop, name, counting(name))
     monkeypatch.setattr(tao.loop, "update", killed)
-    result = CliRunner().invoke(
-        main,
-        [
-            "run",
-            "--prompts",
-            str(prompts_file),
-            "--model",
-            str(tiny_model),
-            "--run-dir",
-            str(tmp_path / "run"),
-            "--quiet",
-            *[a for s in TINY for a in ("--set", s)],
-        ],
-    )
+    result = tao_run(prompts_file, tiny_model, tmp_path / "run", catch=True)
     assert result.exit_code == 130 and "run the same command again to resume" in result.output
     rp = RunPaths(tmp_path / "run").round(1)
     assert rp.stage("explore").is_file() and rp.stage("score").is_file() and not rp.stage("update").is_file()
@@ -212,22 +199,21 @@ def test_two_rounds_chain_and_a_different_base_is_refused(tiny_model, tmp_path, 
 
 
 def test_the_smoke_config_runs_a_round(tiny_model, tmp_path, prompts_file):
-    root = Path(__file__).resolve().parents[1]
-    args = [
+    smoke = Path(__file__).resolve().parents[1] / "configs/smoke.yaml"
+    result = cli(
         "run",
         "--prompts",
-        str(prompts_file),
+        prompts_file,
         "--model",
-        str(tiny_model),
+        tiny_model,
         "--run-dir",
-        str(tmp_path / "run"),
+        tmp_path / "run",
         "--config",
-        str(root / "configs/smoke.yaml"),
+        smoke,
         "--reward",
         "tests.rewards:letter_a",
         "--quiet",
-    ]
-    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "run/round-0001/manifest.json").read_text())
     assert manifest["config"]["rollout"]["max_new_tokens"] == 24 and manifest["prompts"]["trained"] == 4
