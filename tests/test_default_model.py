@@ -34,6 +34,6 @@ def test_smoke_round_on_smollm2(tmp_path):
     manifest = json.loads((run_dir / "round-0001/manifest.json").read_text())
     assert manifest["base_model"]["name"] == "default"
     assert (Path(manifest["base_model"]["path"]) / "model.safetensors").is_file()
-    assert manifest["prompts"]["count"] == 40 and manifest["metrics"]["evaluate"]["prompts"] == 4
+    assert manifest["prompts"]["count"] == 40 and manifest["evaluation"]["prompts"] == 4
     rows = [json.loads(line) for line in (run_dir / "round-0001/candidates.jsonl").open()]
     assert len(rows) == 16 and any(r["text"].strip() for r in rows)  # a real model writes real text
