@@ -97,7 +97,7 @@ def render(paths: RunPaths) -> str:
             f"Prompts file of the last round: `{plan['prompts_file']}`, {plan['prompts_in_file']} unique prompts "
             f"({plan['duplicates_dropped']} exact duplicates dropped, {plan['too_long_skipped']} skipped as too long), "
             f"{plan['held_out']} held out.",
-            f"Scorers: {', '.join(last['scorers'])}. Latest adapter: `{last['adapter']}`.",
+            f"Scorers: {', '.join(last['scorers'])}. Latest adapter: `{paths.root / last['adapter']}`.",
         ]
         timing = ", ".join(f"{k} {_duration(v.get('seconds', 0))}" for k, v in metrics.items())
         lines.append(f"Stage times of the last round: {timing}.")
