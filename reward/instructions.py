@@ -73,7 +73,8 @@ def _highlights(text: str) -> int:
     return len(re.findall(r"\*[^\n*]+\*", text))
 
 
-def _json_ok(text: str) -> bool:
+def json_ok(text: str) -> bool:
+    """The answer, optionally inside a ``` fence, parses as JSON."""
     body = re.sub(r"^\s*```(?:json)?\s*|\s*```\s*$", "", text.strip(), flags=re.I)
     try:
         json.loads(body)
@@ -153,7 +154,7 @@ _RULES: list[tuple[str, str, _Check]] = [
     ("json", r"\b(?:in|as) (?:a |the )?(?:valid )?json\b|\bjson format\b|\bwrap[^.]{0,40} in (?:a |the )?json\b|"
      r"\b(?:respond|answer|reply|output|return your (?:answer|response))(?: only)? (?:with|using) (?:a )?"
      r"(?:valid )?json\b",
-     lambda m, a: _json_ok(a)),
+     lambda m, a: json_ok(a)),
     ("end_with", r"\b(?:end|finish|conclude)s? (?:your |the |each |it |this )?" + _ASKED + r"? ?with (?:the |this )?"
      r"(?:exact )?(?:phrase|sentence|words?|question)?(?: of)?:? ?" + _QUOTED + r"|\blast (?:sentence|line|words?) "
      r"of " + _WHOLE + r" (?:should|must) be:? ?" + _QUOTED,

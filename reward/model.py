@@ -10,6 +10,7 @@ from typing import Any
 
 from rollouts.generator import Candidate
 from tao.errors import InputError
+from tao.model import device
 from tao.prompts import Prompt
 
 
@@ -42,8 +43,7 @@ class RewardModelScorer:
         self.batch_size = batch_size
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = model.to(device).eval()
+        self.model = model.to(device()).eval()
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
 
     def _text(self, prompt: Prompt, candidate: Candidate) -> str:

@@ -41,7 +41,7 @@ def _regex(pattern: re.Pattern) -> Check:
 
 
 def _json(prompt: Prompt, candidate: Candidate) -> float:
-    return float(instructions._json_ok(candidate.text))
+    return float(instructions.json_ok(candidate.text))
 
 
 def rule_check(name: str, arg: str | None, spec: str) -> Check:
