@@ -1,9 +1,10 @@
-"""The generation contract: what any engine (transformers today, vLLM next) takes and returns."""
+"""The generation contract: what every engine (transformers, vLLM) takes and returns."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from tao.prompts import Prompt
@@ -34,6 +35,9 @@ class Candidate:
     token_ids: tuple[int, ...]  # the completion as generated; ends with an end-of-turn token when finished
     finished: bool  # the model ended its answer within max_new_tokens
     strategy: str  # what produced it: "sample" or "greedy"
+    # Log-probability of each token of ``token_ids`` under the distribution it was sampled from (temperature
+    # and top-p applied), as the engine reported it; None when the engine does not report them.
+    logprobs: tuple[float, ...] | None = None
 
     def to_row(self) -> dict:
         return {
@@ -43,6 +47,7 @@ class Candidate:
             "finished": self.finished,
             "text": self.text,
             "token_ids": list(self.token_ids),
+            "logprobs": None if self.logprobs is None else [round(x, 5) for x in self.logprobs],
         }
 
     @classmethod
@@ -54,16 +59,32 @@ class Candidate:
             tuple(row["token_ids"]),
             row["finished"],
             row["strategy"],
+            None if row.get("logprobs") is None else tuple(row["logprobs"]),
         )
 
 
 class Generator(Protocol):
-    """An engine that answers prompts with the chat template of the model it serves."""
+    """An engine that answers prompts with the chat template of the model it serves.
+
+    One engine serves a whole ``tao run``: the base model, with the adapter named in each call.
+    """
+
+    name: str  # "transformers" or "vllm", as recorded in the round's figures
 
     def prompt_token_ids(self, prompt: Prompt) -> list[int]:
         """The exact tokens the model sees for ``prompt`` (chat template, generation prompt added)."""
         ...
 
-    def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[Candidate]:
-        """``sampling.n`` candidates per prompt, grouped by prompt in input order, reproducible under a seed."""
+    def generate(self, prompts: Sequence[Prompt], sampling: Sampling, adapter: Path | None) -> list[Candidate]:
+        """``sampling.n`` candidates per prompt from the base with ``adapter`` (a LoRA adapter directory; None:
+        the plain base), grouped by prompt in input order, reproducible under a seed."""
+        ...
+
+    def close(self) -> None:
+        """Stop the engine (its processes, its memory); the run is over."""
+        ...
+
+    def release(self) -> None:
+        """Give back accelerator memory the engine holds between calls (the update needs it); the next
+        ``generate`` takes it again."""
         ...

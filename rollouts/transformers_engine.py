@@ -1,12 +1,20 @@
-"""The transformers generation engine: batched, left-padded ``generate`` on the in-memory policy."""
+"""The transformers generation engine: batched, left-padded ``generate`` on the in-memory policy.
+
+It generates with the very model the update trains (same weights, same dtype), so its candidates are
+exactly on-policy. It reports no per-token log-probabilities (``Candidate.logprobs`` is None).
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rollouts.generator import Candidate, Sampling
 from tao.console import Console
+from tao.errors import ResourceError
+from tao.model import Policy
 from tao.prompts import Prompt
 
 
@@ -16,22 +24,51 @@ def chat_token_ids(tokenizer: Any, prompt: Prompt) -> list[int]:
     return list(ids)
 
 
-class TransformersGenerator:
-    """Generates with ``model`` (a base model or a PeftModel) as it is in memory right now."""
+def stop_token_ids(tokenizer: Any, model_dir: Path) -> list[int]:
+    """Tokens that end an answer: the tokenizer's eos and the eos ids of the model's (generation) config."""
+    stop = {tokenizer.eos_token_id}
+    for name in ("config.json", "generation_config.json"):
+        try:
+            eos = json.loads((model_dir / name).read_text()).get("eos_token_id")
+        except (OSError, ValueError):
+            continue
+        stop.update([eos] if isinstance(eos, int) else list(eos or []))
+    return sorted(stop)
 
-    def __init__(self, model: Any, tokenizer: Any, batch_size: int, console: Console):
-        self.model = model
-        self.tokenizer = tokenizer
+
+class TransformersGenerator:
+    """Generates with the policy's in-memory base, the named adapter attached for the call."""
+
+    name = "transformers"
+
+    def __init__(self, policy: Policy, batch_size: int, console: Console):
+        self.policy = policy
+        self.tokenizer = policy.tokenizer
         self.batch_size = batch_size  # sequences per generate call
         self.console = console
-        stop = model.generation_config.eos_token_id
-        stop = [stop] if isinstance(stop, int) else list(stop or [])
-        self.stop_ids = sorted({tokenizer.eos_token_id, *stop})
+        self.stop_ids = stop_token_ids(policy.tokenizer, policy.base.path)
 
     def prompt_token_ids(self, prompt: Prompt) -> list[int]:
         return chat_token_ids(self.tokenizer, prompt)
 
-    def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[Candidate]:
+    def release(self) -> None:
+        """Nothing to give back: the engine's model is the policy the update trains."""
+
+    def close(self) -> None:
+        """Nothing to stop: the policy belongs to the run."""
+
+    def generate(self, prompts: Sequence[Prompt], sampling: Sampling, adapter: Path | None) -> list[Candidate]:
+        import torch
+
+        with self.policy.attached(adapter) as model:
+            try:
+                return self._generate(model, prompts, sampling)
+            except torch.OutOfMemoryError:
+                raise ResourceError(
+                    "out of memory while generating; lower rollout.batch_size or rollout.max_new_tokens"
+                ) from None
+
+    def _generate(self, model: Any, prompts: Sequence[Prompt], sampling: Sampling) -> list[Candidate]:
         import torch
 
         per_call = max(1, self.batch_size // sampling.n)
@@ -44,7 +81,7 @@ class TransformersGenerator:
             for start in range(0, len(order), per_call):
                 batch = order[start : start + per_call]
                 torch.manual_seed(sampling.seed * 100_003 + start)
-                outputs = self._generate_batch([encoded[i] for i in batch], config)
+                outputs = self._generate_batch(model, [encoded[i] for i in batch], config)
                 for k, i in enumerate(batch):
                     rows = outputs[k * sampling.n : (k + 1) * sampling.n]
                     results[i] = [self._candidate(prompts[i].id, j, ids, sampling) for j, ids in enumerate(rows)]
@@ -66,16 +103,16 @@ class TransformersGenerator:
             pad_token_id=self.tokenizer.pad_token_id,
         )
 
-    def _generate_batch(self, prompt_ids: list[list[int]], config: Any) -> list[list[int]]:
+    def _generate_batch(self, model: Any, prompt_ids: list[list[int]], config: Any) -> list[list[int]]:
         import torch
 
         width = max(len(ids) for ids in prompt_ids)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompt_ids])
         attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompt_ids])
-        device = next(self.model.parameters()).device
+        device = next(model.parameters()).device
         with torch.inference_mode():
-            out = self.model.generate(
+            out = model.generate(
                 input_ids=input_ids.to(device), attention_mask=attention.to(device), generation_config=config
             )
         return [self._trim(row[width:].tolist()) for row in out]

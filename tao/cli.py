@@ -13,11 +13,12 @@ from typing import Any
 
 import click
 
-from tao.errors import InputError
+from tao.errors import InputError, ResourceError
 
 
 def _friendly(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Bad input: one line on stderr and exit code 2, never a traceback. Ctrl-C: how to resume."""
+    """Bad input: one line on stderr and exit code 2, never a traceback. Out of memory: one line, exit 1.
+    Ctrl-C: how to resume."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -26,6 +27,9 @@ def _friendly(command: Callable[..., Any]) -> Callable[..., Any]:
         except InputError as exc:
             click.echo(f"tao: error: {exc}", err=True)
             sys.exit(2)
+        except ResourceError as exc:
+            click.echo(f"tao: error: {exc}", err=True)
+            sys.exit(1)
         except OSError as exc:  # e.g. --run-dir names a file, or a directory we may not write
             where = f"{exc.filename}: " if exc.filename else ""
             click.echo(f"tao: error: {where}{exc.strerror or exc}", err=True)
@@ -43,6 +47,7 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     warnings.filterwarnings("ignore")
     # bitsandbytes warns at import that an optional hub kernel package is missing; nothing to act on.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)

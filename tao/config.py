@@ -73,12 +73,15 @@ class DataConfig:
 class RolloutConfig:
     """Exploration: how candidate answers are generated."""
 
-    engine: Literal["transformers"] = "transformers"
+    # auto: vLLM on a CUDA GPU when it is installed, else transformers (`tao doctor` says which and why)
+    engine: Literal["auto", "vllm", "transformers"] = "auto"
     num_candidates: int = 8  # candidates per prompt (the GRPO group)
     temperature: float = 0.8
     top_p: float = 1.0
     max_new_tokens: int = 128  # also the answer budget at evaluation
-    batch_size: int = 32  # sequences per generate call
+    batch_size: int = 32  # sequences decoded together (vLLM: max_num_seqs)
+    gpu_memory_utilization: float = 0.35  # vLLM on a GPU: its share of GPU memory; the update gets the rest
+    kv_cache_gib: int = 0  # vLLM's KV cache in GiB; 0 = automatic (GPU: what the share above leaves; CPU: 2)
 
     def __post_init__(self) -> None:
         _require(self.num_candidates >= 2, "num_candidates", "must be >= 2 (GRPO compares candidates)")
@@ -86,6 +89,8 @@ class RolloutConfig:
         _require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
         _require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
         _require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        _require(0 < self.gpu_memory_utilization < 1, "gpu_memory_utilization", "must be in (0, 1)")
+        _require(self.kv_cache_gib >= 0, "kv_cache_gib", "must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The one error type a user sees: bad input, reported as one line with exit code 2."""
+"""The errors a user sees as one line, never as a traceback: bad input (exit 2), too little memory (exit 1)."""
 
 from __future__ import annotations
 
@@ -32,3 +32,7 @@ class InputError(Exception):
             where += f":{self.line}"
         parts = [p for p in (where, self.field) if p]
         return ": ".join([*parts, self.problem])
+
+
+class ResourceError(Exception):
+    """The machine ran out of something (accelerator memory): one line saying which setting to lower; exit 1."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -12,12 +13,15 @@ from rollouts.generator import Generator, Sampling
 from tao.prompts import Prompt
 
 
-def evaluate(generator: Generator, rewards: RewardSet, prompts: Sequence[Prompt], max_new_tokens: int) -> list[dict]:
-    """One greedy answer per prompt (the answer the application would get), scored. One row per prompt."""
+def evaluate(
+    generator: Generator, rewards: RewardSet, prompts: Sequence[Prompt], max_new_tokens: int, adapter: Path | None
+) -> list[dict]:
+    """One greedy answer per prompt (the answer the application would get) from the base with ``adapter``,
+    scored. One row per prompt."""
     if not prompts:
         return []
     sampling = Sampling(n=1, temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens, seed=0)
-    answers = generator.generate(prompts, sampling)
+    answers = generator.generate(prompts, sampling, adapter)
     scores = rewards.score(prompts, answers)
     return [
         {

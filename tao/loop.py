@@ -11,19 +11,20 @@ import json
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from reward.scorer import RewardSet
-from rollouts.generator import Candidate, Sampling
-from rollouts.transformers_engine import TransformersGenerator, chat_token_ids
+from rollouts.engine import choose_engine, open_engine
+from rollouts.generator import Candidate, Generator, Sampling
+from rollouts.transformers_engine import chat_token_ids
 from tao import evaluation, registry, report
 from tao.config import Config, load_config, to_dict, to_yaml
 from tao.console import Console
 from tao.errors import InputError
-from tao.model import BaseModel, Policy, check_lora_targets, resolve_base
+from tao.model import BaseModel, Policy, check_lora_targets, device, resolve_base
 from tao.paths import RoundPaths, RunPaths
 from tao.plan import Plan, finished_on_file, pending_round, plan_round, read_split, write_split
 from tao.prompts import Prompt, PromptFile, load_prompts
@@ -41,10 +42,7 @@ class Run:
     policy: Policy
     console: Console
     rewards: dict[tuple[str, ...], RewardSet]  # built once per distinct scorer list
-
-    def generator(self, model: Any, config: Config) -> TransformersGenerator:
-        """The generation engine named by ``rollout.engine`` (transformers is the one available today)."""
-        return TransformersGenerator(model, self.policy.tokenizer, config.rollout.batch_size, self.console)
+    engine: Generator  # chosen by this invocation's rollout.engine; serves every round it runs
 
     def reward_set(self, config: Config) -> RewardSet:
         key = config.reward.scorers
@@ -63,20 +61,23 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
     paths = RunPaths(run_dir)
     if paths.run.is_file() and read_json(paths.run)["base_model"]["sha256"] != base.sha256:
         raise InputError("this run was started on another base model; use a new --run-dir", file=paths.run)
-    ctx = Run(paths, prompt_file, base, Policy(base, config.model, config.lora), console, rewards)
+    choice = choose_engine(config, device().type == "cuda")
+    policy = Policy(base, config.model, config.lora)
+    ctx = Run(paths, prompt_file, base, policy, console, rewards, open_engine(choice, base, policy, config, console))
     prompts, too_long = _fitting(ctx, config)
     split = read_split(paths).extend([p.id for p in prompts], config.data.holdout, config.run.seed)
     train = split.train_ids(p.id for p in prompts)
     if not train:
         raise InputError("no training prompts (all are held out or too long)", file=prompts_path)
-    with locked(paths.lock):
+    with locked(paths.lock), _closing(ctx.engine):
         if not paths.run.is_file():
             write_json(paths.run, {"base_model": _base_row(base), "created": registry.now()})
         write_text(paths.config, to_yaml(config))
         write_split(paths, split)
         console.say(
             f"{prompt_file.lines} lines: {len(prompt_file.prompts)} prompts ({prompt_file.duplicates} "
-            f"duplicates dropped, {too_long} too long), {len(train)} for training"
+            f"duplicates dropped, {too_long} too long), {len(train)} for training; "
+            f"engine: {choice.name} ({choice.reason})"
         )
         done = []
         pending = pending_round(paths)
@@ -110,6 +111,7 @@ def run_round(rp: RoundPaths, ctx: Run) -> dict:
         "score": _stage(rp, "score", lambda: score(rp, ctx, rewards, plan.prompts)),
     }
     rp.rollouts.unlink(missing_ok=True)  # now in candidates.jsonl, with the scores
+    ctx.engine.release()  # the update needs the accelerator's memory
     stats["update"] = _stage(rp, "update", lambda: update(rp, ctx, config, plan.prompts, parent, plan.seed))
     stats["evaluate"] = _stage(rp, "evaluate", lambda: evaluate(rp, ctx, config, rewards, plan.eval_prompts, base_rows))
     manifest = registry.register_round(rp, ctx.paths, _lineage(rp, plan, config, ctx, rewards), stats)
@@ -123,11 +125,10 @@ def explore(
 ) -> dict:
     r = config.rollout
     sampling = Sampling(r.num_candidates, r.temperature, r.top_p, r.max_new_tokens, seed)
-    with ctx.policy.attached(parent) as model:
-        candidates = ctx.generator(model, config).generate(prompts, sampling)
+    candidates = ctx.engine.generate(prompts, sampling, parent)
     write_jsonl(rp.rollouts, (c.to_row() for c in candidates))
     return {
-        "engine": r.engine,
+        "engine": ctx.engine.name,
         "policy": f"round {rp.index - 1} adapter" if parent else "base model",
         "sampling": asdict(sampling),
         "candidates": len(candidates),
@@ -180,11 +181,11 @@ def evaluate(
 ) -> dict:
     if not prompts:
         return {"prompts": 0}
-    with ctx.policy.attached(rp.adapter) as model:
-        rows = evaluation.evaluate(ctx.generator(model, config), rewards, prompts, config.rollout.max_new_tokens)
+    rows = evaluation.evaluate(ctx.engine, rewards, prompts, config.rollout.max_new_tokens, rp.adapter)
     write_jsonl(rp.eval, rows)
     diff = evaluation.paired_difference(base_rows, rows, seed=config.run.seed)
     return {
+        "engine": ctx.engine.name,
         "prompts": len(rows),
         "base_mean": evaluation.mean_score(base_rows),
         "mean": evaluation.mean_score(rows),
@@ -206,18 +207,24 @@ def _stage(rp: RoundPaths, name: str, work: Callable[[], dict]) -> dict:
 
 def _baseline(ctx: Run, config: Config, rewards: RewardSet, prompts: tuple[Prompt, ...]) -> list[dict]:
     """Greedy base-model rows for ``prompts``, cached in the run by what they depend on; only missing ones run."""
-    key = f"{'|'.join(rewards.specs)}|{config.model.quantize}|{config.rollout.max_new_tokens}"
+    key = f"{'|'.join(rewards.specs)}|{config.model.quantize}|{config.rollout.max_new_tokens}|{ctx.engine.name}"
     path = ctx.paths.baseline_eval
     cached = {(r["prompt_id"], r["key"]): r for r in (read_jsonl(path) if path.is_file() else [])}
     missing = [p for p in prompts if (p.id, key) not in cached]
     if missing:
         ctx.console.say(f"evaluating the base model on {len(missing)} held-out prompts")
-        with ctx.policy.attached(None) as model:
-            generator = ctx.generator(model, config)
-            for row in evaluation.evaluate(generator, rewards, missing, config.rollout.max_new_tokens):
-                cached[row["prompt_id"], key] = {**row, "key": key}
+        for row in evaluation.evaluate(ctx.engine, rewards, missing, config.rollout.max_new_tokens, None):
+            cached[row["prompt_id"], key] = {**row, "key": key}
         write_jsonl(path, cached.values())
     return [cached[p.id, key] for p in prompts]
+
+
+@contextmanager
+def _closing(engine: Generator) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        engine.close()
 
 
 def _fitting(ctx: Run, config: Config) -> tuple[list[Prompt], int]:

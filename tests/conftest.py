@@ -26,8 +26,12 @@ CORPUS = [
 ] * 20
 
 
-def build_tiny_model(path: Path, seed: int = 0) -> Path:
-    """A 2-layer Llama (head_dim 32) with a ChatML byte-level BPE tokenizer; pad = eos = <|im_end|>."""
+def build_tiny_model(path: Path, seed: int = 0, initializer_range: float = 0.02) -> Path:
+    """A 2-layer Llama (head_dim 32) with a ChatML byte-level BPE tokenizer; pad = eos = <|im_end|>.
+
+    With the default initializer its greedy answers are one token repeated; a larger ``initializer_range``
+    gives peaked logits and answers that differ from prompt to prompt.
+    """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -58,6 +62,7 @@ def build_tiny_model(path: Path, seed: int = 0) -> Path:
         num_key_value_heads=2,
         max_position_embeddings=1024,
         tie_word_embeddings=True,
+        initializer_range=initializer_range,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

@@ -2,17 +2,16 @@ import pytest
 
 from rollouts.generator import Sampling
 from rollouts.transformers_engine import TransformersGenerator
-from tao.config import ModelConfig
+from tao.config import LoraConfig, ModelConfig
 from tao.console import Console
-from tao.model import BaseModel, load_base, load_tokenizer
+from tao.model import BaseModel, Policy
 from tao.prompts import Message, Prompt
 
 
 @pytest.fixture(scope="module")
 def generator(tiny_model):
-    base = BaseModel("tiny", tiny_model, "x")
-    tokenizer = load_tokenizer(base, ModelConfig())
-    return TransformersGenerator(load_base(base, ModelConfig()), tokenizer, batch_size=8, console=Console(True))
+    policy = Policy(BaseModel("tiny", tiny_model, "x"), ModelConfig(), LoraConfig())
+    return TransformersGenerator(policy, batch_size=8, console=Console(True))
 
 
 def prompts(n):
@@ -20,7 +19,7 @@ def prompts(n):
 
 
 def test_candidates_per_prompt_grouped_in_input_order(generator):
-    out = generator.generate(prompts(3), Sampling(n=4, temperature=1.0, top_p=1.0, max_new_tokens=12, seed=0))
+    out = generator.generate(prompts(3), Sampling(n=4, temperature=1.0, top_p=1.0, max_new_tokens=12, seed=0), None)
     assert [(c.prompt_id, c.index) for c in out] == [(f"q{i}", j) for i in range(3) for j in range(4)]
     eos = generator.tokenizer.eos_token_id
     for c in out:
@@ -32,9 +31,9 @@ def test_candidates_per_prompt_grouped_in_input_order(generator):
 
 def test_sampling_is_reproducible_under_a_seed(generator):
     s = Sampling(n=3, temperature=1.0, top_p=0.9, max_new_tokens=10, seed=5)
-    first = generator.generate(prompts(2), s)
-    assert first == generator.generate(prompts(2), s)
-    other = generator.generate(prompts(2), Sampling(3, 1.0, 0.9, 10, seed=6))
+    first = generator.generate(prompts(2), s, None)
+    assert first == generator.generate(prompts(2), s, None)
+    other = generator.generate(prompts(2), Sampling(3, 1.0, 0.9, 10, seed=6), None)
     assert [c.token_ids for c in other] != [c.token_ids for c in first]
     assert len({c.token_ids for c in first}) > 1  # the samples in a group differ
 
@@ -42,8 +41,8 @@ def test_sampling_is_reproducible_under_a_seed(generator):
 def test_greedy_is_batch_independent(generator):
     """Left padding and the attention mask are right: a prompt's greedy answer does not depend on its batch."""
     greedy = Sampling(n=1, temperature=0.0, top_p=1.0, max_new_tokens=10, seed=0)
-    batch = generator.generate(prompts(5), greedy)
-    alone = [generator.generate([p], greedy)[0] for p in prompts(5)]
+    batch = generator.generate(prompts(5), greedy, None)
+    alone = [generator.generate([p], greedy, None)[0] for p in prompts(5)]
     assert [c.token_ids for c in batch] == [c.token_ids for c in alone]
     assert all(c.strategy == "greedy" for c in batch)
 

@@ -24,9 +24,7 @@ def policy(tiny_model):
 
 def make_groups(policy, rewards_per_group):
     prompts = [Prompt(f"q{i}", (Message("user", f"question {i}"),)) for i in range(len(rewards_per_group))]
-    with policy.attached(None) as model:
-        gen = TransformersGenerator(model, policy.tokenizer, 16, Console(True))
-        cands = gen.generate(prompts, Sampling(4, 1.0, 1.0, 8, seed=0))
+    cands = TransformersGenerator(policy, 16, Console(True)).generate(prompts, Sampling(4, 1.0, 1.0, 8, seed=0), None)
     return [
         Group(
             p,
