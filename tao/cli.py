@@ -128,5 +128,22 @@ def run(
     run_loop(prompts_path, config, run_dir or default_run_dir(prompts_path), Console(quiet))
 
 
+@main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="YAML config file.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, repeatable.")
+@_friendly
+def doctor(config_path: Path | None, overrides: tuple[str, ...]) -> None:
+    """Check this machine: versions, CUDA, bitsandbytes 4-bit, vLLM, and the engine auto takes (exit 1: fix)."""
+    from tao.config import load_config
+
+    config = load_config(config_path, overrides)
+    _quiet_libraries()
+    from tao.doctor import diagnose, render
+
+    findings = diagnose(config)
+    click.echo(render(findings))
+    sys.exit(0 if all(f.ok for f in findings) else 1)
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,97 @@
+"""`tao doctor`: its verdicts when vLLM is absent, broken, or a pinned package is off the tested matrix."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+import rollouts.engine
+import tao.doctor
+from tests.conftest import cli
+
+
+@pytest.fixture
+def no_vllm(monkeypatch):
+    """This machine as if vLLM were not installed (whether or not it is)."""
+    real = rollouts.engine.importlib.util.find_spec
+    monkeypatch.setattr(
+        rollouts.engine.importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a)
+    )
+    real_installed = tao.doctor.installed
+    monkeypatch.setattr(tao.doctor, "installed", lambda d: None if d.startswith("vllm") else real_installed(d))
+
+
+def lines(output: str) -> dict[str, str]:
+    return {line.split(":")[0].split(None, 1)[1]: line for line in output.splitlines() if ":" in line}
+
+
+def test_without_vllm_auto_takes_transformers_and_all_is_well(no_vllm):
+    result = cli("doctor")
+    found = lines(result.output)
+    assert result.exit_code == 0, result.output
+    assert found["vLLM"].startswith("ok ") and "not installed" in found["vLLM"]
+    assert "pip install 'tao[vllm]'" in found["vLLM"] and "install_vllm_cpu.sh" in found["vLLM"]
+    assert "auto takes transformers" in found["engine"]
+    assert found["transformers"].startswith("ok ") and "tested: >=5.19,<5.20" in found["transformers"]
+    assert "bitsandbytes 4-bit" in found and result.output.rstrip().endswith("everything tao needs is in place")
+
+
+def test_a_vllm_that_does_not_import_is_a_fault(tmp_path, monkeypatch):
+    fake = tmp_path / "vllm"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('operator torchvision::nms does not exist')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m == "vllm" or m.startswith("vllm.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(tao.doctor, "installed", lambda d: "0.32.0" if d == "vllm" else None)
+    finding = tao.doctor.vllm_finding(tao.doctor.Config(), cuda=False)
+    assert not finding.ok and "does not import (operator torchvision::nms does not exist)" in finding.detail
+    assert "rollout.engine=transformers" in finding.fix
+
+
+def test_a_package_outside_the_tested_matrix_is_a_fault_with_its_pin(no_vllm, monkeypatch):
+    real = tao.doctor.installed
+    monkeypatch.setattr(tao.doctor, "installed", lambda d: "5.25.0" if d == "transformers" else real(d))
+    result = cli("doctor")
+    found = lines(result.output)
+    assert result.exit_code == 1
+    assert (
+        found["transformers"].startswith("FIX") and "5.25.0, outside the tested >=5.19,<5.20" in found["transformers"]
+    )
+    assert "pip install 'transformers>=5.19,<5.20'" in found["transformers"]
+    assert result.output.rstrip().endswith("1 thing(s) to fix")
+
+
+def test_an_explicit_vllm_engine_without_vllm_is_refused_before_any_work(no_vllm, tiny_model, prompts_file, tmp_path):
+    run_dir = tmp_path / "run"
+    result = cli(
+        "run", "--prompts", prompts_file, "--model", tiny_model, "--run-dir", run_dir, "--set", "rollout.engine=vllm"
+    )
+    assert result.exit_code == 2
+    assert result.output.startswith("tao: error: rollout.engine: vLLM is not installed")
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("engine", "cuda", "quantize", "expected"),
+    [
+        ("transformers", True, "none", "transformers"),
+        ("auto", False, "none", "transformers"),
+        ("auto", True, "none", "transformers"),  # vLLM absent: auto falls back
+    ],
+)
+def test_engine_choice_without_vllm(no_vllm, engine, cuda, quantize, expected):
+    from tao.config import Config, replace
+
+    config = replace(Config(), rollout={"engine": engine}, model={"quantize": quantize})
+    choice = rollouts.engine.choose_engine(config, cuda)
+    assert choice.name == expected and choice.reason
+
+
+def test_auto_takes_vllm_on_a_gpu_where_vllm_works(monkeypatch):
+    from tao.config import Config
+
+    monkeypatch.setattr(rollouts.engine, "vllm_problem", lambda quantize, cuda: None)
+    assert rollouts.engine.choose_engine(Config(), cuda=True).name == "vllm"
+    assert rollouts.engine.choose_engine(Config(), cuda=False).name == "transformers"

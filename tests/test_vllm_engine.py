@@ -1,0 +1,121 @@
+"""The vLLM engine's GPU-side settings and failure handling, checked without vLLM or a GPU (default suite)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rollouts.vllm_engine import VllmGenerator, request_seed
+from tao.config import Config, replace
+from tao.console import Console
+from tao.errors import InputError, ResourceError
+from tao.model import BaseModel, load_tokenizer
+from tests.conftest import cli
+
+
+def engine(tiny_model, cuda=False, **sections):
+    base = BaseModel("tiny", tiny_model, "x")
+    generator = VllmGenerator(base, load_tokenizer(base, Config().model), replace(Config(), **sections), Console(True))
+    generator._cuda = lambda: cuda
+    return generator
+
+
+def test_cpu_engine_arguments(tiny_model, monkeypatch):
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    args = engine(tiny_model, lora={"rank": 12}, rollout={"batch_size": 24}).engine_args()
+    assert args["dtype"] == "float32" and args["enforce_eager"] and not args["enable_sleep_mode"]
+    assert args["max_lora_rank"] == 16 and args["max_num_seqs"] == 24  # the smallest rank vLLM takes >= 12
+    assert args["max_model_len"] == 1024  # 1024 + 128 wanted, capped by the model's max_position_embeddings
+    assert args["logprobs_mode"] == "processed_logprobs" and "quantization" not in args
+    assert "kv_cache_memory_bytes" not in args
+    import os
+
+    assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "2"
+
+
+def test_gpu_engine_arguments(tiny_model):
+    args = engine(
+        tiny_model,
+        cuda=True,
+        model={"quantize": "nf4"},
+        data={"max_prompt_tokens": 256},
+        rollout={"kv_cache_gib": 3, "gpu_memory_utilization": 0.5},
+    ).engine_args()
+    assert args["dtype"] == "bfloat16" and not args["enforce_eager"] and args["enable_sleep_mode"]
+    assert args["quantization"] == "bitsandbytes"  # the same NF4 base the update trains on
+    assert args["kv_cache_memory_bytes"] == 3 * 2**30 and args["gpu_memory_utilization"] == 0.5
+    assert args["max_model_len"] == 256 + 128
+
+
+def test_a_rank_vllm_cannot_serve_is_refused(tiny_model):
+    with pytest.raises(InputError, match="lora.rank: vLLM serves LoRA ranks up to 512"):
+        engine(tiny_model, lora={"rank": 600}).engine_args()
+
+
+class FakeLLM:
+    def __init__(self):
+        self.calls = []
+
+    def sleep(self, level):
+        self.calls.append(("sleep", level))
+
+    def wake_up(self):
+        self.calls.append(("wake_up",))
+
+
+def test_on_a_gpu_the_engine_sleeps_through_the_update_and_wakes_to_generate(tiny_model):
+    gen = engine(tiny_model, cuda=True)
+    gen._llm = fake = FakeLLM()
+    gen.release()
+    gen.release()  # already asleep: nothing more
+    assert gen._engine() is fake
+    assert fake.calls == [("sleep", 1), ("wake_up",)]
+    cpu = engine(tiny_model, cuda=False)
+    cpu._llm = fake_cpu = FakeLLM()
+    cpu.release()
+    assert fake_cpu.calls == []  # no sleep mode on CPUs
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        ValueError("No available memory for the cache blocks. Try increasing `gpu_memory_utilization`"),
+        ValueError("To serve at least one request with max seq len (4096), 2.0 GiB KV cache is needed"),
+    ],
+)
+def test_out_of_memory_becomes_one_line_naming_the_settings(tiny_model, failure):
+    def boom():
+        raise failure
+
+    with pytest.raises(ResourceError) as caught:
+        engine(tiny_model)._call(boom)
+    assert "rollout.gpu_memory_utilization" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_other_failures_are_not_disguised(tiny_model):
+    def boom():
+        raise ValueError("head size 16 is not supported")
+
+    with pytest.raises(ValueError, match="head size"):
+        engine(tiny_model)._call(boom)
+
+
+def test_the_cli_prints_a_resource_error_as_one_line_with_exit_1(tiny_model, prompts_file, tmp_path, monkeypatch):
+    import rollouts.transformers_engine as te
+
+    def oom(self, model, prompts, sampling):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(te.TransformersGenerator, "_generate", oom)
+    result = cli("run", "--prompts", prompts_file, "--model", tiny_model, "--run-dir", tmp_path / "run", "--quiet")
+    assert result.exit_code == 1
+    assert result.output == (
+        "tao: error: out of memory while generating; lower rollout.batch_size or rollout.max_new_tokens\n"
+    )
+
+
+def test_request_seeds_depend_on_the_seed_and_the_prompt_only():
+    assert request_seed(1, "a") == request_seed(1, "a")
+    assert len({request_seed(1, "a"), request_seed(2, "a"), request_seed(1, "b")}) == 3
+    assert 0 <= request_seed(999_999, "x") < 2**31
