@@ -132,6 +132,7 @@ class VllmGenerator:
             "enforce_eager": not cuda,  # CPU: torch.compile costs ~2 min of start-up for ~8%
             "enable_sleep_mode": cuda,
             "disable_log_stats": True,
+            "use_tqdm_on_load": False,  # tao shows its own progress
         }
         if model.quantize == "nf4":
             args["quantization"] = "bitsandbytes"  # the same 4-bit NF4 base the update trains on

@@ -20,7 +20,7 @@ from tests.conftest import TINY, build_tiny_model, cli
 
 pytestmark = pytest.mark.vllm
 
-LOGPROB_TOLERANCE = 2e-3  # float32 on both sides; different kernels (vLLM CPU attention vs eager torch)
+LOGPROB_TOLERANCE = 1e-3  # float32 both sides, different kernels; on SmolLM2-135M the largest gap was 6.3e-5
 
 
 @pytest.fixture(scope="module")
