@@ -95,3 +95,7 @@ class RewardSet:
             total = sum(v * w for v, w in present) if present else None
             scores.append(Score(total, parts))
         return scores
+
+    def totals(self, prompts: Sequence[Prompt], candidates: Sequence[Candidate]) -> list[float | None]:
+        """The weighted totals alone (what best-of-N exploration ranks by)."""
+        return [s.total for s in self.score(prompts, candidates)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from tao.prompts import Prompt
 
@@ -34,10 +34,13 @@ class Candidate:
     text: str  # decoded answer, special tokens removed
     token_ids: tuple[int, ...]  # the completion as generated; ends with an end-of-turn token when finished
     finished: bool  # the model ended its answer within max_new_tokens
-    strategy: str  # what produced it: "sample" or "greedy"
+    strategy: str  # what produced it: "greedy", "sample", or an exploration strategy (rollouts/strategies.py)
     # Log-probability of each token of ``token_ids`` under the distribution it was sampled from (temperature
     # and top-p applied), as the engine reported it; None when the engine does not report them.
     logprobs: tuple[float, ...] | None = None
+    # What produced it beyond the plain prompt (the temperature, a guide, the draft it revises, ...); the update
+    # trains it as the answer to the plain prompt all the same.
+    context: str = ""
 
     def to_row(self) -> dict:
         return {
@@ -48,6 +51,7 @@ class Candidate:
             "text": self.text,
             "token_ids": list(self.token_ids),
             "logprobs": None if self.logprobs is None else [round(x, 5) for x in self.logprobs],
+            "context": self.context,
         }
 
     @classmethod
@@ -60,6 +64,7 @@ class Candidate:
             row["finished"],
             row["strategy"],
             None if row.get("logprobs") is None else tuple(row["logprobs"]),
+            row.get("context", ""),
         )
 
 
@@ -70,6 +75,7 @@ class Generator(Protocol):
     """
 
     name: str  # "transformers" or "vllm", as recorded in the round's figures
+    tokenizer: Any  # the model's tokenizer (strategies re-tokenize the answers they extract)
 
     def prompt_token_ids(self, prompt: Prompt) -> list[int]:
         """The exact tokens the model sees for ``prompt`` (chat template, generation prompt added)."""

@@ -25,6 +25,7 @@ from tao.prompts import Prompt
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
 CPU_KV_CACHE_GIB = 2  # the CPU build's KV cache when ``rollout.kv_cache_gib`` is 0
+REFINE_CONTEXT = 128  # tokens for the refine strategy's instruction and chat markup around the draft
 PROMPTS_PER_CALL = 512  # sequences handed to vLLM at once, divided by n: large batches, and a moving progress bar
 
 
@@ -143,8 +144,8 @@ class VllmGenerator:
         return args
 
     def _max_model_len(self) -> int:
-        """The longest prompt plus the answer budget, within what the model was trained for."""
-        wanted = self.config.data.max_prompt_tokens + self.config.rollout.max_new_tokens
+        """Room for the longest prompt, a draft and a revision (the refine strategy), within the model's limit."""
+        wanted = self.config.data.max_prompt_tokens + 2 * self.config.rollout.max_new_tokens + REFINE_CONTEXT
         try:
             limit = json.loads((self.base.path / "config.json").read_text()).get("max_position_embeddings")
         except (OSError, ValueError):

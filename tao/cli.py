@@ -59,6 +59,19 @@ def _quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
+def _config(
+    path: Path | None, overrides: tuple[str, ...], model: str | None, rewards: tuple[str, ...], changes: dict
+) -> Any:
+    """Defaults < --config < --set, then the flags that act like --set (--model, --reward, ...)."""
+    from tao.config import load_config, replace
+
+    if model is not None:
+        changes["model"] = {"name": model}
+    if rewards:
+        changes["reward"] = {"scorers": list(rewards)}
+    return replace(load_config(path, overrides), **changes)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tao")
 def main() -> None:
@@ -107,18 +120,9 @@ def run(
     quiet: bool,
 ) -> None:
     """Run the TAO loop on a prompts file (resumes an interrupted or extends a finished run)."""
-    from tao.config import load_config, replace
     from tao.paths import default_run_dir
 
-    config = load_config(config_path, overrides)
-    changes: dict[str, dict[str, Any]] = {}
-    if model is not None:
-        changes["model"] = {"name": model}
-    if rewards:
-        changes["reward"] = {"scorers": list(rewards)}
-    if rounds is not None:
-        changes["run"] = {"rounds": rounds}
-    config = replace(config, **changes)
+    config = _config(config_path, overrides, model, rewards, {"run": {"rounds": rounds}} if rounds is not None else {})
 
     _quiet_libraries()
     import torch
@@ -129,6 +133,47 @@ def run(
     if config.run.threads:
         torch.set_num_threads(config.run.threads)
     run_loop(prompts_path, config, run_dir or default_run_dir(prompts_path), Console(quiet))
+
+
+@main.command()
+@click.option("--prompts", "prompts_path", required=True, type=click.Path(path_type=Path), help="JSONL prompts file.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Where to write the scored candidates.")
+@click.option("--model", default=None, help="Base model: a local HF model dir or hub id [default: embedded SmolLM2].")
+@click.option("--adapter", type=click.Path(path_type=Path), default=None, help="A LoRA adapter dir to explore with.")
+@click.option("--reward", "rewards", multiple=True, metavar="SPEC[=WEIGHT]", help="Scorer, repeatable (as in run).")
+@click.option("--limit", type=int, default=0, help="Explore only the first N prompts [default: all].")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="YAML config file.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, repeatable.")
+@click.option("--quiet", is_flag=True, help="No progress bars or messages; only the table.")
+@_friendly
+def explore(
+    prompts_path: Path,
+    out: Path,
+    model: str | None,
+    adapter: Path | None,
+    rewards: tuple[str, ...],
+    limit: int,
+    config_path: Path | None,
+    overrides: tuple[str, ...],
+    quiet: bool,
+) -> None:
+    """Explore and score prompts without training: see what the strategies find before paying for an update."""
+    config = _config(config_path, overrides, model, rewards, {})
+    if adapter is not None and not (adapter / "adapter_model.safetensors").is_file():
+        raise InputError("no adapter_model.safetensors; tao loads adapters from safetensors only", file=adapter)
+    _quiet_libraries()
+    from tao.console import Console
+    from tao.loop import explore_file
+    from tao.report import strategy_table
+
+    figures = explore_file(prompts_path, config, out, adapter, max(limit, 0), Console(quiet))
+    score = figures["score"]
+    click.echo(
+        f"{score['groups']} prompts x {config.rollout.num_candidates} candidates, "
+        f"signal in {score['groups_with_signal']}/{score['groups']} groups"
+    )
+    click.echo("\n".join(strategy_table(figures)[2:]))
+    click.echo(f"wrote {out}")
 
 
 @main.command()

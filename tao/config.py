@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
+from rollouts.strategies import parse_strategy
 from tao.errors import InputError
 
 
@@ -76,6 +77,9 @@ class RolloutConfig:
     # auto: vLLM on a CUDA GPU when it is installed, else transformers (`tao doctor` says which and why)
     engine: Literal["auto", "vllm", "transformers"] = "auto"
     num_candidates: int = 8  # candidates per prompt (the GRPO group)
+    # How the group is explored, as SPEC[=SHARE]: sample, ladder[:LOW-HIGH], think, guide:FILE, refine[:ROUNDS],
+    # best_of[:M] (rollouts/strategies.py); shares of num_candidates, at least one candidate each
+    strategies: tuple[str, ...] = ("sample",)
     temperature: float = 0.8
     top_p: float = 1.0
     max_new_tokens: int = 128  # also the answer budget at evaluation
@@ -85,6 +89,12 @@ class RolloutConfig:
 
     def __post_init__(self) -> None:
         _require(self.num_candidates >= 2, "num_candidates", "must be >= 2 (GRPO compares candidates)")
+        _require(len(self.strategies) > 0, "strategies", "needs at least one strategy")
+        for spec in self.strategies:
+            try:
+                parse_strategy(spec)
+            except ValueError as exc:
+                raise _Invalid("strategies", str(exc)) from None
         _require(self.temperature > 0, "temperature", "must be > 0")
         _require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
         _require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")

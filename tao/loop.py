@@ -15,8 +15,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from reward.scorer import RewardSet
+from rollouts import strategies
 from rollouts.engine import choose_engine, open_engine
 from rollouts.generator import Candidate, Generator, Sampling
 from rollouts.transformers_engine import chat_token_ids
@@ -56,6 +58,7 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
     # Every check of the input (files, settings, scorers, model) comes before anything is written.
     prompt_file = load_prompts(prompts_path)
     rewards = {config.reward.scorers: RewardSet(config.reward.scorers, config.model.trust_remote_code)}
+    strategies.load_strategies(config.rollout.strategies, config.rollout.num_candidates)
     base = resolve_base(config.model, console)
     check_lora_targets(base, config.model, config.lora)
     paths = RunPaths(run_dir)
@@ -64,7 +67,7 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
     choice = choose_engine(config, device().type == "cuda")
     policy = Policy(base, config.model, config.lora)
     ctx = Run(paths, prompt_file, base, policy, console, rewards, open_engine(choice, base, policy, config, console))
-    prompts, too_long = _fitting(ctx, config)
+    prompts, too_long = _fitting(prompt_file, policy.tokenizer, config)
     split = read_split(paths).extend([p.id for p in prompts], config.data.holdout, config.run.seed)
     train = split.train_ids(p.id for p in prompts)
     if not train:
@@ -93,6 +96,32 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
         return done
 
 
+def explore_file(
+    prompts_path: Path, config: Config, out: Path, adapter: Path | None, limit: int, console: Console
+) -> dict:
+    """``tao explore``: explore and score the file's prompts (the first ``limit``; 0 = all), no training.
+
+    Writes the scored candidates to ``out`` (JSONL, as a round's candidates.jsonl, plus each prompt's id) and
+    returns the score figures, per strategy included."""
+    prompt_file = load_prompts(prompts_path)
+    rewards = RewardSet(config.reward.scorers, config.model.trust_remote_code)
+    chosen = strategies.load_strategies(config.rollout.strategies, config.rollout.num_candidates)
+    base = resolve_base(config.model, console)
+    policy = Policy(base, config.model, config.lora)
+    engine = open_engine(choose_engine(config, device().type == "cuda"), base, policy, config, console)
+    prompts = _fitting(prompt_file, policy.tokenizer, config)[0]
+    prompts = prompts[:limit] if limit else prompts
+    r = config.rollout
+    sampling = Sampling(r.num_candidates, r.temperature, r.top_p, r.max_new_tokens, config.run.seed)
+    with _closing(engine):
+        candidates, spent = strategies.explore(engine, prompts, chosen, sampling, adapter, rewards.totals)
+    by_id = {p.id: p for p in prompts}
+    scores = rewards.score([by_id[c.prompt_id] for c in candidates], candidates)
+    rows = [{**c.to_row(), "score": s.total, "scores": s.parts} for c, s in zip(candidates, scores, strict=True)]
+    write_jsonl(out, rows)
+    return {"explore": {"strategies": spent}, "score": report.score_stats(rows)}
+
+
 def run_round(rp: RoundPaths, ctx: Run) -> dict:
     """The stages of one round, each skipped if its record shows it finished."""
     plan = Plan.read(rp)
@@ -107,7 +136,7 @@ def run_round(rp: RoundPaths, ctx: Run) -> dict:
     ctx.console.say(f"round {rp.index}: {len(plan.prompts)} prompts x {config.rollout.num_candidates} candidates")
     base_rows = _baseline(ctx, config, rewards, plan.eval_prompts)
     stats = {
-        "explore": _stage(rp, "explore", lambda: explore(rp, ctx, config, plan.prompts, parent, plan.seed)),
+        "explore": _stage(rp, "explore", lambda: explore(rp, ctx, config, rewards, plan.prompts, parent, plan.seed)),
         "score": _stage(rp, "score", lambda: score(rp, ctx, rewards, plan.prompts)),
     }
     rp.rollouts.unlink(missing_ok=True)  # now in candidates.jsonl, with the scores
@@ -121,18 +150,26 @@ def run_round(rp: RoundPaths, ctx: Run) -> dict:
 
 
 def explore(
-    rp: RoundPaths, ctx: Run, config: Config, prompts: tuple[Prompt, ...], parent: Path | None, seed: int
+    rp: RoundPaths,
+    ctx: Run,
+    config: Config,
+    rewards: RewardSet,
+    prompts: tuple[Prompt, ...],
+    parent: Path | None,
+    seed: int,
 ) -> dict:
     r = config.rollout
     sampling = Sampling(r.num_candidates, r.temperature, r.top_p, r.max_new_tokens, seed)
-    candidates = ctx.engine.generate(prompts, sampling, parent)
+    chosen = strategies.load_strategies(r.strategies, r.num_candidates)
+    candidates, spent = strategies.explore(ctx.engine, prompts, chosen, sampling, parent, rewards.totals)
     write_jsonl(rp.rollouts, (c.to_row() for c in candidates))
     return {
         "engine": ctx.engine.name,
         "policy": f"round {rp.index - 1} adapter" if parent else "base model",
         "sampling": asdict(sampling),
         "candidates": len(candidates),
-        "tokens": sum(len(c.token_ids) for c in candidates),
+        "tokens": sum(s["tokens"] for s in spent.values()),  # generated, drafts and discarded pools included
+        "strategies": spent,
         "finished_share": sum(c.finished for c in candidates) / len(candidates),
     }
 
@@ -227,19 +264,19 @@ def _closing(engine: Generator) -> Iterator[None]:
         engine.close()
 
 
-def _fitting(ctx: Run, config: Config) -> tuple[list[Prompt], int]:
+def _fitting(prompt_file: PromptFile, tokenizer: Any, config: Config) -> tuple[list[Prompt], int]:
     """Prompts whose chat-templated length fits ``data.max_prompt_tokens``; the rest are skipped, counted."""
     kept = []
-    for prompt in ctx.prompt_file.prompts:
+    for prompt in prompt_file.prompts:
         try:
-            length = len(chat_token_ids(ctx.policy.tokenizer, prompt))
+            length = len(chat_token_ids(tokenizer, prompt))
         except Exception as exc:  # the model's chat template refuses it (e.g. roles that must alternate)
             raise InputError(
-                f"the model's chat template refuses prompt {prompt.id!r}: {exc}", file=ctx.prompt_file.path
+                f"the model's chat template refuses prompt {prompt.id!r}: {exc}", file=prompt_file.path
             ) from None
         if length <= config.data.max_prompt_tokens:
             kept.append(prompt)
-    return kept, len(ctx.prompt_file.prompts) - len(kept)
+    return kept, len(prompt_file.prompts) - len(kept)
 
 
 def _lineage(rp: RoundPaths, plan: Plan, config: Config, ctx: Run, rewards: RewardSet) -> dict:

@@ -26,7 +26,36 @@ def score_stats(rows: list[dict]) -> dict:
         "best_of_group_mean": mean(best) if best else None,
         "groups": len(groups),
         "groups_with_signal": sum(has_signal(g) for g in groups.values()),
+        "strategies": strategy_stats(rows),
     }
+
+
+def strategy_stats(rows: list[dict]) -> dict[str, dict]:
+    """Per exploration strategy: what its candidates scored, and whether they gave GRPO something to learn from.
+
+    ``spread_share``: groups in which this strategy's own candidates scored differently (signal, had it made the
+    whole group); ``best_share``: groups in which one of its candidates has the group's top score.
+    """
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["prompt_id"], []).append(row)
+    out: dict[str, dict] = {}
+    for name in sorted({row["strategy"] for row in rows}):
+        scored = [r["score"] for r in rows if r["strategy"] == name and r["score"] is not None]
+        own = {
+            pid: [r["score"] for r in g if r["strategy"] == name and r["score"] is not None]
+            for pid, g in groups.items()
+        }
+        tops = {pid: max((r["score"] for r in g if r["score"] is not None), default=None) for pid, g in groups.items()}
+        best = [max(v) for v in own.values() if v]
+        out[name] = {
+            "candidates": sum(r["strategy"] == name for r in rows),
+            "mean": mean(scored) if scored else None,
+            "best_of_group_mean": mean(best) if best else None,
+            "spread_share": sum(has_signal(v) for v in own.values()) / len(groups),
+            "best_share": sum(bool(v) and max(v) == tops[pid] for pid, v in own.items()) / len(groups),
+        }
+    return out
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:
@@ -62,6 +91,26 @@ def summary_line(index: int, stats: dict) -> str:
         f"signal in {score['groups_with_signal']}/{score['groups']} groups, {update['steps']} update steps; "
         f"{held_out}; {_duration(seconds)}"
     )
+
+
+def strategy_table(metrics: dict) -> list[str]:
+    """What each exploration strategy of a round found, and what it cost in generated tokens."""
+    found = metrics["score"].get("strategies", {})
+    spent = metrics["explore"].get("strategies", {})
+    lines = [
+        "Exploration of the last round, per strategy (spread: groups where its own candidates scored differently; "
+        "best: groups where it holds the top score):",
+        "",
+        "| strategy | candidates | mean | best of group | spread | best | tokens generated |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, f in found.items():
+        tokens = spent.get(name, {}).get("tokens")
+        lines.append(
+            f"| {name} | {f['candidates']} | {_fmt(f['mean'])} | {_fmt(f['best_of_group_mean'])} "
+            f"| {f['spread_share']:.0%} | {f['best_share']:.0%} | {tokens if tokens is not None else 'n/a'} |"
+        )
+    return lines
 
 
 def render(paths: RunPaths) -> str:
@@ -101,4 +150,5 @@ def render(paths: RunPaths) -> str:
         ]
         timing = ", ".join(f"{k} {_duration(v.get('seconds', 0))}" for k, v in metrics.items())
         lines.append(f"Stage times of the last round: {timing}.")
+        lines += ["", *strategy_table(metrics)]
     return "\n".join(lines) + "\n"

@@ -25,7 +25,7 @@ def test_cpu_engine_arguments(tiny_model, monkeypatch):
     args = engine(tiny_model, lora={"rank": 12}, rollout={"batch_size": 24}).engine_args()
     assert args["dtype"] == "float32" and args["enforce_eager"] and not args["enable_sleep_mode"]
     assert args["max_lora_rank"] == 16 and args["max_num_seqs"] == 24  # the smallest rank vLLM takes >= 12
-    assert args["max_model_len"] == 1024  # 1024 + 128 wanted, capped by the model's max_position_embeddings
+    assert args["max_model_len"] == 1024  # more wanted, capped by the model's max_position_embeddings
     assert args["logprobs_mode"] == "processed_logprobs" and "quantization" not in args
     assert "kv_cache_memory_bytes" not in args
     import os
@@ -44,7 +44,7 @@ def test_gpu_engine_arguments(tiny_model):
     assert args["dtype"] == "bfloat16" and not args["enforce_eager"] and args["enable_sleep_mode"]
     assert args["quantization"] == "bitsandbytes"  # the same NF4 base the update trains on
     assert args["kv_cache_memory_bytes"] == 3 * 2**30 and args["gpu_memory_utilization"] == 0.5
-    assert args["max_model_len"] == 256 + 128
+    assert args["max_model_len"] == 256 + 2 * 128 + 128  # prompt, a draft and its revision (refine)
 
 
 def test_a_rank_vllm_cannot_serve_is_refused(tiny_model):

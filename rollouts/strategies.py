@@ -1,0 +1,247 @@
+"""Exploration strategies: more compute at tuning time, to find better answers than plain sampling.
+
+``rollout.strategies`` lists them as ``SPEC[=SHARE]``; each gets its share of a prompt's
+``rollout.num_candidates`` candidates (largest remainder, at least one each):
+
+- ``sample``: plain sampling at ``rollout.temperature``.
+- ``ladder[:LOW-HIGH]``: one candidate per temperature on a ladder from LOW to HIGH (default 0.4-1.2).
+- ``think``: a system instruction to work out the request's requirements first and then give the answer after a
+  ``Final answer:`` line; the candidate is what follows that line (the whole text when the model omits it).
+- ``guide:FILE``: system-prompt variants the user supplies (a style or policy guide), separated by ``---`` lines;
+  candidates take them in turn.
+- ``refine[:ROUNDS]``: the model reviews its own sampled draft against the request and rewrites it, ROUNDS times
+  (default 1); the candidate is the last revision.
+- ``best_of[:M]``: M times as many plain samples, scored; the top ones by score are kept (default M = 4).
+
+Whatever context a strategy used, its candidate is trained as the answer to the **plain prompt** (the update
+replays the plain prompt's tokens with the candidate's), so the tuned model costs the same to run as the base.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from rollouts.generator import Candidate, Generator, Sampling
+from tao.errors import InputError
+from tao.prompts import Message, Prompt
+
+KINDS = ("sample", "ladder", "think", "guide", "refine", "best_of")
+THINK = (
+    "Before you answer, think step by step: list every requirement the request states (format, length, words to use "
+    "or avoid, case, punctuation). Then write a line 'Final answer:' followed by your answer alone, meeting them all."
+)
+FINAL = re.compile(r"final answer\s*:\s*", re.IGNORECASE)
+REFINE = (
+    "Check your answer against every requirement of my request (format, length, words, case, punctuation) and "
+    "rewrite it so that it meets them all. Reply with the improved answer only."
+)
+Scorer = Callable[[Sequence[Prompt], Sequence[Candidate]], list[float | None]]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    kind: str  # one of KINDS
+    arg: str  # the part after "kind:", "" when none
+    share: float  # relative share of the group (normalised over the list)
+    guides: tuple[str, ...] = ()  # guide: the system-prompt variants read from the file
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}:{self.arg}" if self.arg else self.kind
+
+
+def parse_strategy(spec: str) -> Strategy:
+    """``SPEC[=SHARE]`` -> Strategy; a ValueError says what is wrong (files are read by :func:`load_strategies`)."""
+    body, _, share_text = spec.rpartition("=") if re.search(r"=[0-9.]+$", spec) else (spec, "", "")
+    share = float(share_text) if share_text else 1.0
+    if not math.isfinite(share) or share <= 0:
+        raise ValueError(f"{spec!r}: the share must be > 0")
+    kind, _, arg = body.partition(":")
+    if kind not in KINDS:
+        raise ValueError(f"{spec!r}: unknown strategy {kind!r} (one of {', '.join(KINDS)})")
+    if kind == "ladder" and arg and not re.fullmatch(r"[0-9.]+-[0-9.]+", arg):
+        raise ValueError(f"{spec!r}: a ladder is LOW-HIGH, e.g. ladder:0.4-1.2")
+    if kind in ("refine", "best_of") and arg and not (arg.isdigit() and int(arg) >= (1 if kind == "refine" else 2)):
+        raise ValueError(f"{spec!r}: {kind} takes a whole number ({'>= 1' if kind == 'refine' else '>= 2'})")
+    if kind == "guide" and not arg:
+        raise ValueError(f"{spec!r}: guide needs a file, guide:FILE")
+    if kind in ("sample", "think") and arg:
+        raise ValueError(f"{spec!r}: {kind} takes no argument")
+    return Strategy(kind, arg, share)
+
+
+def load_strategies(specs: Sequence[str], num_candidates: int) -> list[Strategy]:
+    """The strategies of ``rollout.strategies``, guide files read; errors name the field and file."""
+    try:
+        strategies = [parse_strategy(s) for s in specs]
+    except ValueError as exc:
+        raise InputError(str(exc), field="rollout.strategies") from None
+    if len(strategies) > num_candidates:
+        raise InputError(f"{len(strategies)} strategies for {num_candidates} candidates", field="rollout.strategies")
+    out = []
+    for s in strategies:
+        if s.kind == "guide":
+            path = Path(s.arg).expanduser()
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InputError(f"cannot read the guide file ({exc})", file=path, field="rollout.strategies") from None
+            guides = tuple(g.strip() for g in re.split(r"^---\s*$", text, flags=re.MULTILINE) if g.strip())
+            if not guides:
+                raise InputError("the guide file is empty", file=path, field="rollout.strategies")
+            s = replace(s, guides=guides)
+        out.append(s)
+    return out
+
+
+def allocate(strategies: Sequence[Strategy], n: int) -> list[int]:
+    """Candidates per strategy: proportional to the shares, summing to ``n``, at least one each."""
+    total = sum(s.share for s in strategies)
+    spare = n - len(strategies)  # one each first, the rest by largest remainder
+    exact = [s.share / total * spare for s in strategies]
+    counts = [1 + math.floor(x) for x in exact]
+    by_remainder = sorted(range(len(strategies)), key=lambda i: (-(exact[i] - math.floor(exact[i])), i))
+    for i in by_remainder[: n - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def with_system(prompt: Prompt, text: str, suffix: str) -> Prompt:
+    """``prompt`` with ``text`` added to its system message (or a new one), under a derived id."""
+    messages = list(prompt.messages)
+    if messages and messages[0].role == "system":
+        messages[0] = Message("system", f"{messages[0].content}\n\n{text}")
+    else:
+        messages.insert(0, Message("system", text))
+    return Prompt(f"{prompt.id}#{suffix}", tuple(messages), prompt.metadata)
+
+
+def explore(
+    engine: Generator,
+    prompts: Sequence[Prompt],
+    strategies: Sequence[Strategy],
+    sampling: Sampling,
+    adapter: Path | None,
+    score: Scorer,
+) -> tuple[list[Candidate], dict[str, dict]]:
+    """``sampling.n`` candidates per prompt, shared among ``strategies``; returns them (grouped by prompt,
+    re-indexed 0..n-1, each tagged with its strategy and context) and, per strategy, candidates and tokens spent."""
+    found: dict[str, list[Candidate]] = {p.id: [] for p in prompts}
+    stats = {}
+    for i, (strategy, k) in enumerate(zip(strategies, allocate(strategies, sampling.n), strict=True)):
+        own = replace(sampling, n=k, seed=sampling.seed + 7919 * i)  # the first strategy keeps the run's seed
+        candidates, tokens = _run(strategy, engine, prompts, own, adapter, score)
+        for c in candidates:
+            found[c.prompt_id].append(replace(c, strategy=strategy.name))
+        stats[strategy.name] = {"candidates": len(candidates), "tokens": tokens}
+    out = [replace(c, index=j) for p in prompts for j, c in enumerate(found[p.id])]
+    return out, stats
+
+
+def _run(
+    strategy: Strategy, engine: Generator, prompts: Sequence[Prompt], s: Sampling, adapter: Path | None, score: Scorer
+) -> tuple[list[Candidate], int]:
+    """One strategy's ``s.n`` candidates per prompt, and the tokens it generated (drafts and pools included)."""
+    if strategy.kind == "sample":
+        out = engine.generate(prompts, s, adapter)
+        return [replace(c, context=f"T={s.temperature:g}") for c in out], _tokens(out)
+    if strategy.kind == "ladder":
+        low, high = (float(x) for x in (strategy.arg or "0.4-1.2").split("-"))
+        out = []
+        for j in range(s.n):
+            t = (low + high) / 2 if s.n == 1 else low + (high - low) * j / (s.n - 1)
+            step = engine.generate(prompts, replace(s, n=1, temperature=t, seed=s.seed + j), adapter)
+            out += [replace(c, context=f"T={t:.2f}", logprobs=None) for c in step]
+        return out, _tokens(out)
+    if strategy.kind == "think":
+        out = _generate_as(engine, [with_system(p, THINK, "think") for p in prompts], prompts, s, adapter)
+        return [_final_answer(engine, c) for c in out], _tokens(out)
+    if strategy.kind == "guide":
+        return _guided(strategy, engine, prompts, s, adapter)
+    if strategy.kind == "refine":
+        return _refined(int(strategy.arg or 1), engine, prompts, s, adapter)
+    return _best_of(int(strategy.arg or 4), engine, prompts, s, adapter, score)
+
+
+def _tokens(candidates: Sequence[Candidate]) -> int:
+    return sum(len(c.token_ids) for c in candidates)
+
+
+def _generate_as(
+    engine: Generator, asked: Sequence[Prompt], plain: Sequence[Prompt], s: Sampling, adapter: Path | None
+) -> list[Candidate]:
+    """Generate for the ``asked`` prompts (with context); tag the candidates with the ``plain`` prompts' ids."""
+    ids = {a.id: p.id for a, p in zip(asked, plain, strict=True)}
+    return [replace(c, prompt_id=ids[c.prompt_id], logprobs=None) for c in engine.generate(asked, s, adapter)]
+
+
+def _final_answer(engine: Generator, c: Candidate) -> Candidate:
+    """The text after the last ``Final answer:`` line, re-tokenized; the reasoning is not trained on."""
+    parts = FINAL.split(c.text)
+    if len(parts) < 2:
+        return replace(c, context="think: no 'Final answer:' line, whole text kept")
+    answer = parts[-1].strip()
+    ids = engine.tokenizer.encode(answer, add_special_tokens=False)
+    ids = [*ids, c.token_ids[-1]] if c.finished else ids
+    return replace(
+        c,
+        text=answer,
+        token_ids=tuple(ids),
+        context=f"think: {len(c.token_ids) - len(ids)} tokens of reasoning dropped",
+    )
+
+
+def _guided(
+    strategy: Strategy, engine: Generator, prompts: Sequence[Prompt], s: Sampling, adapter: Path | None
+) -> tuple[list[Candidate], int]:
+    out = []
+    for v, guide in enumerate(strategy.guides):
+        count = len(range(v, s.n, len(strategy.guides)))  # candidates take the variants in turn
+        if count:
+            asked = [with_system(p, guide, f"guide{v + 1}") for p in prompts]
+            step = _generate_as(engine, asked, prompts, replace(s, n=count, seed=s.seed + v), adapter)
+            out += [replace(c, context=f"guide {v + 1}: {guide[:80]}") for c in step]
+    return out, _tokens(out)
+
+
+def _refined(
+    rounds: int, engine: Generator, prompts: Sequence[Prompt], s: Sampling, adapter: Path | None
+) -> tuple[list[Candidate], int]:
+    drafts = engine.generate(prompts, s, adapter)
+    spent, first = _tokens(drafts), [c.text for c in drafts]
+    by_id = {p.id: p for p in prompts}
+    for r in range(rounds):
+        asked = [
+            Prompt(
+                f"{c.prompt_id}#refine{j}",
+                (*by_id[c.prompt_id].messages, Message("assistant", c.text), Message("user", REFINE)),
+                by_id[c.prompt_id].metadata,
+            )
+            for j, c in enumerate(drafts)
+        ]
+        plain = [by_id[c.prompt_id] for c in drafts]
+        drafts = _generate_as(engine, asked, plain, replace(s, n=1, seed=s.seed + 101 + r), adapter)
+        spent += _tokens(drafts)
+    return [
+        replace(c, context=f"revision {rounds} of the draft: {d[:120]}") for c, d in zip(drafts, first, strict=True)
+    ], spent
+
+
+def _best_of(
+    m: int, engine: Generator, prompts: Sequence[Prompt], s: Sampling, adapter: Path | None, score: Scorer
+) -> tuple[list[Candidate], int]:
+    pool = engine.generate(prompts, replace(s, n=s.n * m), adapter)
+    by_id = {p.id: p for p in prompts}
+    scores = score([by_id[c.prompt_id] for c in pool], pool)
+    ranked: dict[str, list[tuple[float, int, Candidate]]] = {p.id: [] for p in prompts}
+    for j, (c, value) in enumerate(zip(pool, scores, strict=True)):
+        ranked[c.prompt_id].append((-math.inf if value is None else value, j, c))
+    out = []
+    for p in prompts:
+        top = sorted(ranked[p.id], key=lambda t: (-t[0], t[1]))[: s.n]
+        out += [replace(c, context=f"top {s.n} of {s.n * m} by score ({v:.3f})") for v, _, c in top]
+    return out, _tokens(pool)

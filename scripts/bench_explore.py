@@ -1,0 +1,143 @@
+"""Which exploration gives GRPO more to learn from: plain sampling vs each strategy vs a mix, in one run.
+
+Real prompts (IFEval, ``../shared/data/ifeval``, those whose instructions the default checker detects and that
+need no long answer), the default model, the default reward (the instruction checker + finished + repetition).
+Every configuration explores the same prompts with the same group size; the tokens each one generated (drafts
+and discarded pools included) are reported next to what it found, and plain sampling is also run with a group
+as large as best-of-N's pool, i.e. at the same token budget.
+
+    python scripts/bench_explore.py [--prompts-limit 12] [--n 8] [--max-new-tokens 96] [--out FILE]
+
+Prints, per configuration: mean score, best-of-group mean, share of groups with signal, tokens; and the ratio
+of each one's signal share to plain sampling's. Writes JSON (default: docs/results/bench_explore.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+GUIDES = (
+    "Follow every formatting and wording instruction in the request exactly. Keep the answer short.",
+    "You are a careful writer. Re-read the request, obey each constraint (case, punctuation, sections, words "
+    "to include or avoid), and answer concisely.",
+)
+
+
+def ifeval_prompts(path: Path, limit: int) -> list:
+    from reward.instructions import detect
+    from tao.prompts import Message, Prompt
+
+    out = []
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        ids = row["instruction_id_list"]
+        prompt = Prompt(f"ifeval-{row['key']}", (Message("user", row["prompt"]),))
+        if any(i.startswith("length_constraints") for i in ids) or not detect(prompt):
+            continue
+        out.append(prompt)
+        if len(out) == limit:
+            break
+    return out
+
+
+def figures(candidates, scores, tokens: int) -> dict:
+    from tao.training import has_signal
+
+    groups: dict[str, list] = {}
+    for c, s in zip(candidates, scores, strict=True):
+        groups.setdefault(c.prompt_id, []).append(s if s is not None else 0.0)
+    n = len(groups)
+    return {
+        "mean": sum(sum(g) for g in groups.values()) / sum(len(g) for g in groups.values()),
+        "best_of_group_mean": sum(max(g) for g in groups.values()) / n,
+        "signal_share": sum(has_signal(g) for g in groups.values()) / n,
+        "tokens": tokens,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared/data/ifeval/prompts.jsonl"))
+    parser.add_argument("--prompts-limit", type=int, default=12)
+    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--out", default=str(ROOT / "docs/results/bench_explore.json"))
+    args = parser.parse_args()
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+    from reward.scorer import RewardSet
+    from rollouts import strategies
+    from rollouts.generator import Sampling
+    from rollouts.transformers_engine import TransformersGenerator
+    from tao.config import Config
+    from tao.console import Console
+    from tao.model import Policy, resolve_base
+
+    config = Config()
+    console = Console(quiet=True)
+    base = resolve_base(config.model, console)
+    engine = TransformersGenerator(Policy(base, config.model, config.lora), 32, console)
+    rewards = RewardSet(config.reward.scorers)
+    prompts = ifeval_prompts(Path(args.data), args.prompts_limit)
+    guide_file = Path(args.out).with_suffix(".guides.txt")
+    guide_file.parent.mkdir(parents=True, exist_ok=True)
+    guide_file.write_text("\n---\n".join(GUIDES) + "\n")
+    n = args.n
+    setups = {
+        "sample (plain, T=0.8)": (["sample"], n),
+        f"sample at best_of:2's budget (n={2 * n})": (["sample"], 2 * n),
+        "ladder:0.4-1.2": (["ladder:0.4-1.2"], n),
+        "think": (["think"], n),
+        "guide (2 variants)": ([f"guide:{guide_file}"], n),
+        "refine:1": (["refine:1"], n),
+        "best_of:2": (["best_of:2"], n),
+        "mix: sample=2, best_of:2, refine, ladder": (["sample=2", "best_of:2", "refine", "ladder:0.4-1.2"], n),
+    }
+    rows = {}
+    for name, (specs, size) in setups.items():
+        started = time.perf_counter()
+        chosen = strategies.load_strategies(specs, size)
+        sampling = Sampling(size, 0.8, 1.0, args.max_new_tokens, seed=0)
+        candidates, spent = strategies.explore(engine, prompts, chosen, sampling, None, rewards.totals)
+        scores = rewards.totals([next(p for p in prompts if p.id == c.prompt_id) for c in candidates], candidates)
+        rows[name] = {
+            **figures(candidates, scores, sum(s["tokens"] for s in spent.values())),
+            "group": size,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        print(name, json.dumps(rows[name]), flush=True)
+    plain = rows["sample (plain, T=0.8)"]
+    for row in rows.values():
+        share = plain["signal_share"]
+        row["signal_vs_plain"] = round(row["signal_share"] / share, 2) if share else None
+        row["best_of_group_vs_plain"] = round(row["best_of_group_mean"] - plain["best_of_group_mean"], 3)
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "model": "SmolLM2-135M-Instruct (embedded)",
+        "reward": rewards.specs,
+        "prompts": len(prompts),
+        "data": "IFEval prompts (../shared/data/ifeval), detectable instructions, no length constraints",
+        "max_new_tokens": args.max_new_tokens,
+        "rows": rows,
+    }
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\n{'configuration':45} {'mean':>6} {'best/grp':>8} {'signal':>7} {'x plain':>7} {'tokens':>7}")
+    for name, r in rows.items():
+        print(
+            f"{name:45} {r['mean']:6.3f} {r['best_of_group_mean']:8.3f} {r['signal_share']:7.0%} "
+            f"{r['signal_vs_plain'] or 0:7.2f} {r['tokens']:7d}"
+        )
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

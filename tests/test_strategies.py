@@ -1,0 +1,181 @@
+"""Exploration strategies on the tiny model with stub scorers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import tao.loop
+from rollouts import strategies
+from rollouts.generator import Candidate, Sampling
+from rollouts.strategies import REFINE, THINK, allocate, load_strategies, parse_strategy
+from rollouts.transformers_engine import TransformersGenerator, chat_token_ids
+from tao.config import LoraConfig, ModelConfig
+from tao.console import Console
+from tao.errors import InputError
+from tao.model import BaseModel, Policy
+from tao.prompts import Message, Prompt
+from tests.conftest import TINY, cli
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model):
+    return TransformersGenerator(
+        Policy(BaseModel("tiny", tiny_model, "x"), ModelConfig(), LoraConfig()), 32, Console(True)
+    )
+
+
+def prompts(n=3):
+    return [Prompt(f"q{i}", (Message("user", f"write a short answer number {i}"),)) for i in range(n)]
+
+
+def by_length(prompts, candidates):
+    return [float(len(c.token_ids)) + (hash(c.text) % 7) / 10 for c in candidates]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("nope", "unknown strategy 'nope'"),
+        ("sample=0", "the share must be > 0"),
+        ("guide", "guide needs a file"),
+        ("ladder:hot", "LOW-HIGH"),
+        ("refine:0", r"whole number \(>= 1\)"),
+        ("best_of:1", r"whole number \(>= 2\)"),
+        ("think:x", "think takes no argument"),
+    ],
+)
+def test_bad_specs_are_refused(spec, message):
+    with pytest.raises(ValueError, match=message):
+        parse_strategy(spec)
+
+
+def test_a_bad_strategy_setting_is_a_one_line_error_before_any_work(tiny_model, prompts_file, tmp_path):
+    result = cli("run", "--prompts", prompts_file, "--run-dir", tmp_path / "r", "--set", "rollout.strategies=[warp]")
+    assert result.exit_code == 2 and "rollout.strategies: 'warp': unknown strategy" in result.output
+    missing = tmp_path / "missing.txt"
+    result = cli(
+        "run", "--prompts", prompts_file, "--model", tiny_model, "--run-dir", tmp_path / "r",
+        "--set", f"rollout.strategies=[guide:{missing}]",
+    )  # fmt: skip
+    assert result.exit_code == 2 and str(missing) in result.output and "cannot read the guide file" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_mix_honours_the_shares():
+    specs = [parse_strategy(s) for s in ("sample=0.5", "best_of=0.25", "refine=0.25")]
+    assert allocate(specs, 8) == [4, 2, 2]
+    assert allocate(specs, 3) == [1, 1, 1]
+    assert allocate([parse_strategy("sample=3"), parse_strategy("think")], 10) == [7, 3]
+    for n in range(3, 17):
+        counts = allocate(specs, n)
+        assert sum(counts) == n and min(counts) >= 1
+    with pytest.raises(InputError, match="3 strategies for 2 candidates"):
+        load_strategies(["sample", "think", "refine"], 2)
+
+
+def test_each_strategy_tags_its_candidates_and_answers_the_plain_prompt(engine, tmp_path):
+    guide = tmp_path / "guides.txt"
+    guide.write_text("Answer in lowercase.\n---\nAnswer in one sentence.\n")
+    specs = ["sample", "ladder:0.5-1.1", "think", f"guide:{guide}", "refine", "best_of:3"]
+    chosen = load_strategies(specs, 7)
+    sampling = Sampling(7, 0.9, 1.0, 8, seed=0)
+    out, spent = strategies.explore(engine, prompts(), chosen, sampling, None, by_length)
+    assert [(c.prompt_id, c.index) for c in out] == [(f"q{i}", j) for i in range(3) for j in range(7)]
+    names = [s.name for s in chosen]
+    assert [c.strategy for c in out[:7]] == [
+        "sample",
+        "sample",
+        "ladder:0.5-1.1",
+        "think",
+        f"guide:{guide}",
+        "refine",
+        "best_of:3",
+    ]
+    assert set(spent) == set(names) and all(c.context for c in out)
+    assert {c.context for c in out if c.strategy == "ladder:0.5-1.1"} == {"T=0.80"}  # one rung: the middle
+    assert spent["refine"]["tokens"] > sum(len(c.token_ids) for c in out if c.strategy == "refine")  # drafts too
+    assert spent["best_of:3"]["tokens"] > sum(len(c.token_ids) for c in out if c.strategy == "best_of:3")  # pool
+    assert all(c.logprobs is None for c in out if c.strategy not in ("sample", "best_of:3"))
+
+
+def test_best_of_keeps_exactly_the_top_k_by_score(engine):
+    seen = []
+
+    def recording(ps, cs):
+        values = by_length(ps, cs)
+        seen.extend(zip([c.prompt_id for c in cs], values, strict=True))
+        return values
+
+    out, _ = strategies.explore(
+        engine, prompts(2), load_strategies(["best_of:4"], 3), Sampling(3, 1.0, 1.0, 10, 0), None, recording
+    )
+    assert len(seen) == 2 * 12
+    for pid in ("q0", "q1"):
+        pool = sorted((v for p, v in seen if p == pid), reverse=True)
+        kept = sorted(by_length(None, [c for c in out if c.prompt_id == pid]), reverse=True)
+        assert kept == pool[:3]
+
+
+def test_think_keeps_the_final_answer_only(engine):
+    eos = engine.tokenizer.eos_token_id
+    c = Candidate("q", 0, "the rules: lowercase.\nFinal answer: hello world", (5, 6, 7, eos), True, "think")
+    kept = strategies._final_answer(engine, c)
+    assert kept.text == "hello world"
+    assert kept.token_ids == (*engine.tokenizer.encode("hello world", add_special_tokens=False), eos)
+    assert strategies._final_answer(engine, Candidate("q", 0, "no marker", (5,), False, "think")).text == "no marker"
+
+
+def test_a_round_trains_on_the_plain_prompts_and_reports_per_strategy(tiny_model, prompts_file, tmp_path, monkeypatch):
+    trained = []
+    real = tao.loop.grpo_update
+
+    def capture(model, tokenizer, groups, *args):
+        trained.extend(groups)
+        return real(model, tokenizer, groups, *args)
+
+    monkeypatch.setattr(tao.loop, "grpo_update", capture)
+    guide = tmp_path / "guide.txt"
+    guide.write_text("GUIDE-TEXT: answer like a pirate.")
+    run_dir = tmp_path / "run"
+    mix = f"rollout.strategies=[sample=2, think, refine, guide:{guide}]"
+    sets = [x for s in [*TINY, "rollout.num_candidates=5", mix] for x in ("--set", s)]
+    result = cli("run", "--prompts", prompts_file, "--model", tiny_model, "--run-dir", run_dir, "--quiet", *sets)
+    assert result.exit_code == 0, result.output
+    assert len(trained) == 4
+    for group in trained:
+        assert group.prompt_ids == tuple(chat_token_ids(engine_tokenizer(tiny_model), group.prompt))
+        text = engine_tokenizer(tiny_model).decode(group.prompt_ids)
+        assert THINK[:30] not in text and REFINE[:30] not in text and "GUIDE-TEXT" not in text
+        assert "#" not in group.prompt.id  # the plain prompt, not a strategy's derived one
+    rows = [json.loads(x) for x in (run_dir / "round-0001/candidates.jsonl").read_text().splitlines()]
+    assert {r["strategy"] for r in rows} == {"sample", "think", "refine", f"guide:{guide}"}
+    metrics = json.loads((run_dir / "round-0001/metrics.json").read_text())
+    assert set(metrics["score"]["strategies"]) == set(metrics["explore"]["strategies"])
+    assert metrics["score"]["strategies"]["sample"]["candidates"] == 4 * 2
+    report = (run_dir / "report.md").read_text()
+    assert "| refine | 4 |" in report and "tokens generated" in report
+
+
+def engine_tokenizer(path):
+    from tao.model import load_tokenizer
+
+    return load_tokenizer(BaseModel("tiny", path, "x"), ModelConfig())
+
+
+def test_tao_explore_writes_scored_candidates_and_a_per_strategy_table(tiny_model, prompts_file, tmp_path):
+    out = tmp_path / "found" / "candidates.jsonl"
+    sets = ["rollout.num_candidates=4", "rollout.max_new_tokens=6", "rollout.strategies=[sample, best_of:2]"]
+    args = ["explore", "--prompts", prompts_file, "--out", out, "--model", tiny_model, "--limit", 5, "--quiet"]
+    result = cli(*args, "--reward", "tests.rewards:letter_a", *(x for s in sets for x in ("--set", s)))
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 5 * 4 and {r["strategy"] for r in rows} == {"sample", "best_of:2"}
+    assert all(isinstance(r["score"], float) and r["context"] for r in rows)
+    lines = result.output.splitlines()
+    assert lines[0] == f"5 prompts x 4 candidates, signal in {lines[0].split('signal in ')[1]}"
+    assert any(line.startswith("| best_of:2 | 10 |") for line in lines)
+    assert any(line.startswith("| sample | 10 |") for line in lines) and lines[-1] == f"wrote {out}"
+    bad = cli("explore", "--prompts", prompts_file, "--out", out, "--adapter", tmp_path)
+    assert bad.exit_code == 2 and "adapter_model.safetensors" in bad.output
