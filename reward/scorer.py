@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from reward.function import FunctionScorer, load_function
-from reward.rules import RuleScorer, rule_check
+from reward.rules import MajorityScorer, RuleScorer, rule_check
 from rollouts.generator import Candidate
 from tao.errors import InputError
 from tao.prompts import Prompt
@@ -53,6 +53,8 @@ def split_weight(text: str) -> tuple[str, float]:
 
 def build_scorer(spec: str, trust_remote_code: bool = False) -> Scorer:
     kind, _, rest = spec.partition(":")
+    if spec == "rule:majority_number":
+        return MajorityScorer()
     if kind == "rule":
         name, has_arg, arg = rest.partition(":")
         return RuleScorer(spec, rule_check(name, arg if has_arg else None, spec))

@@ -8,8 +8,11 @@ as large as best-of-N's pool, i.e. at the same token budget.
 
     python scripts/bench_explore.py [--prompts-limit 12] [--n 8] [--max-new-tokens 96] [--out FILE]
 
-Prints, per configuration: mean score, best-of-group mean, share of groups with signal, tokens; and the ratio
-of each one's signal share to plain sampling's. Writes JSON (default: docs/results/bench_explore.json).
+Prints, per configuration: mean score, best-of-group mean, share of groups with signal (any spread of the
+reward), and on the checker's pass/fail (every detected instruction followed): share of passing candidates, share
+of groups with a pass, share of groups with both a pass and a fail (a binary signal); tokens generated. The JSON
+also holds each one's pass-signal share as a ratio to plain sampling's. Writes JSON (default:
+docs/results/bench_explore.json).
 """
 
 from __future__ import annotations
@@ -50,16 +53,20 @@ def ifeval_prompts(path: Path, limit: int) -> list:
 
 
 def figures(candidates, scores, tokens: int) -> dict:
+    """Reward figures, and the same on the instruction checker's pass/fail (every detected instruction followed)."""
     from tao.training import has_signal
 
     groups: dict[str, list] = {}
     for c, s in zip(candidates, scores, strict=True):
-        groups.setdefault(c.prompt_id, []).append(s if s is not None else 0.0)
+        groups.setdefault(c.prompt_id, []).append((s.total or 0.0, s.parts.get("rule:instructions") == 1.0))
     n = len(groups)
     return {
-        "mean": sum(sum(g) for g in groups.values()) / sum(len(g) for g in groups.values()),
-        "best_of_group_mean": sum(max(g) for g in groups.values()) / n,
-        "signal_share": sum(has_signal(g) for g in groups.values()) / n,
+        "mean": sum(t for g in groups.values() for t, _ in g) / sum(len(g) for g in groups.values()),
+        "best_of_group_mean": sum(max(t for t, _ in g) for g in groups.values()) / n,
+        "signal_share": sum(has_signal([t for t, _ in g]) for g in groups.values()) / n,
+        "pass_share": sum(p for g in groups.values() for _, p in g) / sum(len(g) for g in groups.values()),
+        "groups_with_a_pass": sum(any(p for _, p in g) for g in groups.values()) / n,
+        "pass_signal_share": sum(len({p for _, p in g}) == 2 for g in groups.values()) / n,
         "tokens": tokens,
     }
 
@@ -108,7 +115,7 @@ def main() -> None:
         chosen = strategies.load_strategies(specs, size)
         sampling = Sampling(size, 0.8, 1.0, args.max_new_tokens, seed=0)
         candidates, spent = strategies.explore(engine, prompts, chosen, sampling, None, rewards.totals)
-        scores = rewards.totals([next(p for p in prompts if p.id == c.prompt_id) for c in candidates], candidates)
+        scores = rewards.score([next(p for p in prompts if p.id == c.prompt_id) for c in candidates], candidates)
         rows[name] = {
             **figures(candidates, scores, sum(s["tokens"] for s in spent.values())),
             "group": size,
@@ -117,8 +124,8 @@ def main() -> None:
         print(name, json.dumps(rows[name]), flush=True)
     plain = rows["sample (plain, T=0.8)"]
     for row in rows.values():
-        share = plain["signal_share"]
-        row["signal_vs_plain"] = round(row["signal_share"] / share, 2) if share else None
+        share = plain["pass_signal_share"]
+        row["pass_signal_vs_plain"] = round(row["pass_signal_share"] / share, 2) if share else None
         row["best_of_group_vs_plain"] = round(row["best_of_group_mean"] - plain["best_of_group_mean"], 3)
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
@@ -130,12 +137,12 @@ def main() -> None:
         "rows": rows,
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{'configuration':45} {'mean':>6} {'best/grp':>8} {'signal':>7} {'x plain':>7} {'tokens':>7}")
+    header = ("mean", "best/grp", "signal", "pass", "grp pass", "pass sig", "tokens")
+    print(f"\n{'configuration':42} " + " ".join(f"{h:>8}" for h in header))
     for name, r in rows.items():
-        print(
-            f"{name:45} {r['mean']:6.3f} {r['best_of_group_mean']:8.3f} {r['signal_share']:7.0%} "
-            f"{r['signal_vs_plain'] or 0:7.2f} {r['tokens']:7d}"
-        )
+        cells = [f"{r['mean']:.3f}", f"{r['best_of_group_mean']:.3f}"]
+        cells += [f"{r[k]:.0%}" for k in ("signal_share", "pass_share", "groups_with_a_pass", "pass_signal_share")]
+        print(f"{name:42} " + " ".join(f"{c:>8}" for c in [*cells, str(r["tokens"])]))
     print(f"wrote {args.out}")
 
 

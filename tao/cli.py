@@ -193,5 +193,115 @@ def doctor(config_path: Path | None, overrides: tuple[str, ...]) -> None:
     sys.exit(0 if all(f.ok for f in findings) else 1)
 
 
+@main.command()
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Labeled JSONL: prompt + completion.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output directory (adapter, manifest).")
+@click.option("--model", default=None, help="Base model: a local HF model dir or hub id [default: embedded SmolLM2].")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="YAML config file.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, repeatable.")
+@click.option("--quiet", is_flag=True, help="No progress messages.")
+@_friendly
+def sft(
+    data: Path, out: Path, model: str | None, config_path: Path | None, overrides: tuple[str, ...], quiet: bool
+) -> None:
+    """Supervised baseline: LoRA SFT on labeled answers, same base and adapter shape as `tao run`."""
+    config = _config(config_path, overrides, model, (), {})
+    _quiet_libraries()
+    from tao.console import Console
+    from tao.sft import train_sft
+
+    manifest = train_sft(data, config, out, Console(quiet))
+    budget = manifest["budget"]
+    click.echo(
+        f"sft: {budget['examples']} examples, {budget['optimizer_steps']} steps, loss {budget['first_loss']} -> "
+        f"{budget['last_loss']}; adapter in {out / manifest['adapter']}"
+    )
+
+
+def _eval_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """What `tao eval` and `tao compare` share: items, scorers, base model, output, config."""
+    for option in reversed(
+        [
+            click.option("--prompts", "prompts_path", required=True, type=click.Path(path_type=Path), help="Items."),
+            click.option(
+                "--by",
+                "scorers",
+                multiple=True,
+                required=True,
+                metavar="SPEC[=WEIGHT]",
+                help="Scorer, repeatable (rule:all_instructions, rule:exact, rm:DIR, module:function).",
+            ),
+            click.option("--base", default=None, help="Base model [default: the config's, the embedded SmolLM2]."),
+            click.option("--out", type=click.Path(path_type=Path), default=None, help="Output directory."),
+            click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="YAML."),
+            click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key."),
+            click.option("--quiet", is_flag=True, help="No progress messages."),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+@main.command(name="eval")
+@click.option("--model", "model_spec", required=True, help="base, a run / round / SFT directory, or an adapter dir.")
+@_eval_options
+@_friendly
+def eval_command(model_spec: str, **kwargs: Any) -> None:
+    """Greedy answers of one model on the items, scored; per-item results and a summary."""
+    _compare([model_spec], **kwargs)
+
+
+@main.command()
+@click.argument("models", nargs=-1, required=True)
+@_eval_options
+@_friendly
+def compare(models: tuple[str, ...], **kwargs: Any) -> None:
+    """Evaluate MODELS (base, run / round / SFT / adapter dirs) on the same items; report with 95% intervals.
+
+    The first model is the reference of the paired differences (usually `base`)."""
+    _compare(list(models), **kwargs)
+
+
+def _compare(
+    models: list[str],
+    prompts_path: Path,
+    scorers: tuple[str, ...],
+    base: str | None,
+    out: Path | None,
+    config_path: Path | None,
+    overrides: tuple[str, ...],
+    quiet: bool,
+) -> None:
+    config = _config(config_path, overrides, base, (), {})
+    _quiet_libraries()
+    from tao.compare import evaluate_models, resolve_model, summarize, write_report
+    from tao.console import Console
+
+    specs = [resolve_model(m) for m in models]
+    if len({s.label for s in specs}) != len(specs):
+        raise InputError("a model is listed twice", field="models")
+    prompts, results = evaluate_models(specs, prompts_path, scorers, config, Console(quiet))
+    summary = summarize(results, seed=config.run.seed)
+    header = {
+        "prompts": str(prompts_path),
+        "items": len(prompts),
+        "scorers": list(scorers),
+        "max_new_tokens": config.rollout.max_new_tokens,
+        "base_model": config.model.name,
+    }
+    out = out or Path("compare") / prompts_path.stem
+    write_report(out, summary, results, header)
+    for label, stats in summary["models"].items():
+        diff = summary["differences"].get(label)
+        if stats is None:
+            click.echo(f"{label}: no item was scored")
+            continue
+        line = f"{label}: mean {stats['mean']:.3f} [{stats['low']:.3f}, {stats['high']:.3f}] (n={stats['n']})"
+        if diff:
+            line += f", vs {summary['reference']} {diff['mean']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]"
+        click.echo(line)
+    click.echo(f"wrote {out / 'report.md'}")
+
+
 if __name__ == "__main__":
     main()

@@ -130,6 +130,20 @@ class UpdateConfig:
 
 
 @dataclass(frozen=True)
+class SftConfig:
+    """`tao sft`: the supervised baseline with trl's SFTTrainer, on the same base and LoRA shape as a run."""
+
+    learning_rate: float = 1e-4
+    epochs: int = 1  # passes over the labeled examples
+    batch_size: int = 4  # examples per optimizer step
+
+    def __post_init__(self) -> None:
+        _require(self.learning_rate > 0, "learning_rate", "must be > 0")
+        _require(self.epochs >= 1, "epochs", "must be >= 1")
+        _require(self.batch_size >= 1, "batch_size", "must be >= 1")
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """Greedy evaluation on held-out prompts, before the first round and after each."""
 
@@ -162,6 +176,7 @@ class Config:
     reward: RewardConfig = field(default_factory=RewardConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    sft: SftConfig = field(default_factory=SftConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 

@@ -132,6 +132,15 @@ def lora_targets(lora: LoraConfig) -> str | list[str]:
     return [t.strip() for t in lora.target_modules.split(",") if t.strip()]
 
 
+def peft_lora_config(lora: LoraConfig) -> Any:
+    """peft's LoraConfig for ``lora``: the one adapter shape of runs and of the SFT baseline."""
+    from peft import LoraConfig as PeftLoraConfig
+
+    return PeftLoraConfig(
+        r=lora.rank, lora_alpha=lora.alpha, lora_dropout=0.0, target_modules=lora_targets(lora), task_type="CAUSAL_LM"
+    )
+
+
 def check_lora_targets(base: BaseModel, config: ModelConfig, lora: LoraConfig) -> None:
     """Fail before any work when ``lora.target_modules`` names modules the model does not have."""
     targets = lora_targets(lora)
@@ -158,7 +167,6 @@ def with_adapter(base_model: Any, adapter: Path | None, lora: LoraConfig, traina
 
     Undo with :func:`without_adapter` before attaching another one to the same base.
     """
-    from peft import LoraConfig as PeftLoraConfig
     from peft import PeftModel, get_peft_model
     from transformers import set_seed
 
@@ -168,14 +176,7 @@ def with_adapter(base_model: Any, adapter: Path | None, lora: LoraConfig, traina
         model = PeftModel.from_pretrained(base_model, adapter, is_trainable=trainable)
     else:
         set_seed(seed)  # LoRA's A matrices are drawn at random
-        peft_config = PeftLoraConfig(
-            r=lora.rank,
-            lora_alpha=lora.alpha,
-            lora_dropout=0.0,
-            target_modules=lora_targets(lora),
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(base_model, peft_config)
+        model = get_peft_model(base_model, peft_lora_config(lora))
     if not trainable:
         model.eval()
     return model

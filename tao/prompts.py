@@ -88,7 +88,7 @@ def load_prompts(path: str | Path) -> PromptFile:
     seen_content: set[str] = set()
     seen_ids: dict[str, int] = {}
     lines = duplicates = 0
-    for number, raw in _lines(path, digest):
+    for number, raw in jsonl_lines(path, digest):
         lines += 1
         prompt = parse_line(raw, path, number)
         key = prompt.content_key
@@ -110,7 +110,8 @@ def load_prompts(path: str | Path) -> PromptFile:
     return PromptFile(path, digest.hexdigest(), tuple(prompts), lines, duplicates)
 
 
-def _lines(path: Path, digest: Any) -> Iterator[tuple[int, str]]:
+def jsonl_lines(path: Path, digest: Any) -> Iterator[tuple[int, str]]:
+    """The file's non-blank lines with their numbers, as UTF-8 text; every byte also goes into ``digest``."""
     try:
         fh = open(path, "rb")  # noqa: SIM115 (closed by the with below)
     except FileNotFoundError:

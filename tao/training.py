@@ -80,7 +80,6 @@ def grpo_update(
     stats: dict[str, Any] = {"groups_trained": len(useful), "steps": 0}
     if not useful:
         return stats
-    import torch
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -90,9 +89,7 @@ def grpo_update(
     rows = [{"prompt": g.prompt.chat()} for g in useful]
     rows += rows[: (-len(rows)) % per_step]
     group_size = len(useful[0].completions)
-    cuda = torch.cuda.is_available()
     args = GRPOConfig(
-        output_dir=str(scratch),
         learning_rate=config.update.learning_rate,
         beta=config.update.beta,
         num_train_epochs=config.update.epochs,
@@ -102,14 +99,7 @@ def grpo_update(
         temperature=config.rollout.temperature,  # log-probs are computed at the sampling temperature
         top_p=config.rollout.top_p,
         max_completion_length=config.rollout.max_new_tokens,
-        gradient_checkpointing=False,  # only costs time at LoRA sizes on one device
-        bf16=cuda and torch.cuda.is_bf16_supported(),
-        use_cpu=not cuda,
-        seed=config.run.seed,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=1,
-        disable_tqdm=True,
+        **trainer_settings(scratch, config.run.seed),
     )
     trainer = GRPOTrainer(
         model=model,
@@ -119,10 +109,7 @@ def grpo_update(
         processing_class=tokenizer,
         rollout_func=_Replay(useful),
     )
-    if not cuda:  # trl keeps QLoRA adapters in bf16, which is ~20x slower on CPUs: train them in fp32
-        for name, param in trainer.model.named_parameters():
-            if "lora_" in name and param.dtype == torch.bfloat16:
-                param.data = param.data.float()
+    lora_in_fp32_on_cpu(trainer.model)
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(_step_bar(console))
@@ -138,6 +125,35 @@ def grpo_update(
         log=logs,
     )
     return stats
+
+
+def trainer_settings(scratch: Path, seed: int) -> dict[str, Any]:
+    """What every trainer of tao (GRPO, SFT) is given: device and precision, no checkpoints, quiet logs."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {
+        "output_dir": str(scratch),
+        "gradient_checkpointing": False,  # only costs time at LoRA sizes on one device
+        "bf16": cuda and torch.cuda.is_bf16_supported(),
+        "use_cpu": not cuda,
+        "seed": seed,
+        "report_to": "none",
+        "save_strategy": "no",
+        "logging_steps": 1,
+        "disable_tqdm": True,
+    }
+
+
+def lora_in_fp32_on_cpu(model: Any) -> None:
+    """trl keeps QLoRA adapters in bf16, which is ~20x slower on CPUs: train them in fp32 there."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    for name, param in model.named_parameters():
+        if "lora_" in name and param.dtype == torch.bfloat16:
+            param.data = param.data.float()
 
 
 def _mean(logs: list[dict], key: str) -> float | None:

@@ -231,3 +231,27 @@ def test_reward_model_directory_scores_like_the_model(tiny_model, tmp_path):
 def test_a_chat_model_is_not_taken_for_a_reward_model(tiny_model):
     with pytest.raises(InputError, match="not a trained reward model"):
         RewardSet([f"rm:{tiny_model}"])
+
+
+def test_label_free_and_reference_rules():
+    from reward.rules import last_number
+    from reward.scorer import build_scorer
+    from rollouts.generator import Candidate
+    from tao.prompts import Message, Prompt
+
+    def cand(pid, text):
+        return Candidate(pid, 0, text, (1,), True, "sample")
+
+    assert last_number("she pays $1,250.50 then 3") == 3.0 and last_number("none") is None
+    p = Prompt("g", (Message("user", "how many?"),), {"reference": "48/2 = 24\\n#### 72"})
+    final = build_scorer("rule:final_number")
+    assert final.score([p, p], [cand("g", "so 72."), cand("g", "72 or 24")]) == [1.0, 0.0]
+    exact = build_scorer("rule:exact")
+    q = Prompt("e", (Message("user", "capital?"),), {"reference": "Paris"})
+    assert exact.score([q, q, p], [cand("e", " paris. "), cand("e", "Lyon"), cand("g", "x")]) == [1.0, 0.0, 0.0]
+    majority = build_scorer("rule:majority_number")
+    group = [cand("a", "7"), cand("a", "it is 7"), cand("a", "8"), cand("a", "no idea"), cand("b", "1"), cand("b", "2")]
+    assert majority.score([p] * 6, group) == [1.0, 1.0, 0.0, 0.0, None, None]  # b agrees on nothing
+    strict = build_scorer("rule:all_instructions")
+    lower = Prompt("l", (Message("user", "Answer in all lowercase letters, no capitals."),))
+    assert strict.score([lower, lower], [cand("l", "fine thanks"), cand("l", "Fine")]) == [1.0, 0.0]
