@@ -136,6 +136,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default=str(ROOT / "runs" / "bench-quality"))
     parser.add_argument("--out", default=None)
+    parser.add_argument("--model", default="default", help="base model (a tiny one checks the script end to end)")
+    parser.add_argument("--set", dest="extra", action="append", default=[], help="extra config override, repeatable")
     args = parser.parse_args()
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     data = ROOT.parent / "shared" / "data"
@@ -157,15 +159,19 @@ def main() -> None:
     (work / "split.json").write_text(json.dumps(split) + "\n")
 
     run_dir, sft_dir, cmp_dir = work / "tao-run", work / "sft", work / "compare"
-    sets = [x for s in TAO_SETTINGS[args.task] for x in ("--set", s)]
+    model = ["--model", args.model]
+    extra = [x for s in args.extra for x in ("--set", s)]
+    sets = [x for s in TAO_SETTINGS[args.task] for x in ("--set", s)] + extra
     rewards = [x for r in SCORERS[args.task] for x in ("--reward", r)]
-    times = {"tao": tao_cli("run", "--prompts", train_file, "--run-dir", run_dir, "--quiet", *rewards, *sets)}
+    times = {"tao": tao_cli("run", "--prompts", train_file, "--run-dir", run_dir, "--quiet", *model, *rewards, *sets)}
     labels = sft_labels(args.task, run_dir, train, work / "labeled.jsonl")
-    times["sft"] = tao_cli("sft", "--data", work / "labeled.jsonl", "--out", sft_dir, "--quiet")
+    if not labels:
+        raise SystemExit("no labeled example for the SFT baseline: no explored answer passed the checker")
+    times["sft"] = tao_cli("sft", "--data", work / "labeled.jsonl", "--out", sft_dir, "--quiet", *model, *extra)
     by = EVAL_BY[args.task]
     times["compare"] = tao_cli(
         "compare", "base", run_dir, sft_dir, "--prompts", heldout_file, "--by", by, "--out", cmp_dir, "--quiet",
-        *(["--set", "rollout.max_new_tokens=256"] if args.task == "gsm8k" else []),
+        "--base", args.model, *extra, *(["--set", "rollout.max_new_tokens=256"] if args.task == "gsm8k" else []),
     )  # fmt: skip
     report = json.loads((cmp_dir / "report.json").read_text())
     names = {"base": "base", str(run_dir): "tao", str(sft_dir): "sft"}
@@ -173,7 +179,8 @@ def main() -> None:
     result = {
         "task": args.task,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "model": "SmolLM2-135M-Instruct (embedded)",
+        "model": "SmolLM2-135M-Instruct (embedded)" if args.model == "default" else args.model,
+        "extra_settings": args.extra,
         "train_prompts": len(train),
         "heldout_items": len(heldout),
         "sft_examples": labels,
