@@ -119,7 +119,7 @@ class UpdateConfig:
 
     learning_rate: float = 2e-5
     beta: float = 0.02  # KL weight towards the round's starting adapter
-    epochs: int = 1  # passes over the round's candidates
+    epochs: int = 1  # optimizer passes over each batch of candidates (trl's num_iterations: later passes are clipped)
     prompts_per_step: int = 4  # prompt groups per optimizer step
 
     def __post_init__(self) -> None:

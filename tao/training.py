@@ -92,7 +92,10 @@ def grpo_update(
     args = GRPOConfig(
         learning_rate=config.update.learning_rate,
         beta=config.update.beta,
-        num_train_epochs=config.update.epochs,
+        # Several passes reuse each replayed batch with its log-probs fixed at the first pass (trl's num_iterations),
+        # so trl's clipped ratio bounds the later passes; candidates are never generated or replayed again.
+        num_iterations=config.update.epochs,
+        num_train_epochs=1,
         num_generations=group_size,
         per_device_train_batch_size=group_size,  # one prompt group per micro-batch
         gradient_accumulation_steps=per_step,

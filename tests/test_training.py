@@ -84,3 +84,25 @@ def test_no_signal_at_all_trains_nothing(policy, tmp_path):
         stats = grpo_update(model, policy.tokenizer, groups, CONFIG, tmp_path / "s", Console(True))
         assert all(torch.equal(before[n], p) for n, p in snapshot(model, lora=True).items())
     assert stats == {"groups_trained": 0, "steps": 0}
+
+
+def test_several_passes_reuse_the_replayed_candidates_without_generating_again(policy, tmp_path, monkeypatch):
+    groups = make_groups(policy, [[0.0, 1.0, 0.0, 1.0], [0.2, 0.2, 0.9, 0.1], [1.0, 0.0, 0.0, 0.0], [0, 0, 0, 1.0]])
+    calls = []
+    real = tao.training._Replay.__call__
+
+    def counting(self, prompts, trainer):
+        calls.append(len(prompts))
+        return real(self, prompts, trainer)
+
+    monkeypatch.setattr(tao.training._Replay, "__call__", counting)
+    steps = {}
+    for epochs in (1, 3):
+        calls.clear()
+        config = replace(CONFIG, update={"epochs": epochs})
+        with policy.attached(None, trainable=True, seed=0) as model:
+            model.generate = None  # any generation would fail
+            steps[epochs] = grpo_update(model, policy.tokenizer, groups, config, tmp_path / "s", Console(True))["steps"]
+            del model.generate
+        assert sum(calls) == 4 * 4  # every candidate replayed exactly once, whatever the number of passes
+    assert steps == {1: 2, 3: 6}
