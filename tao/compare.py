@@ -170,22 +170,27 @@ def render(summary: dict, header: dict) -> str:
 
 
 def chart(summary: dict, path: Path) -> None:
-    """Bars: each model's mean with its 95% interval."""
+    """Left: each model's mean with its 95% interval. Right: paired differences against the reference."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [k for k, v in summary["models"].items() if v]
-    means = [summary["models"][k]["mean"] for k in labels]
-    errors = [
-        [m - summary["models"][k]["low"] for k, m in zip(labels, means, strict=True)],
-        [summary["models"][k]["high"] - m for k, m in zip(labels, means, strict=True)],
-    ]
-    fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(labels)), 3.5))
-    ax.bar(range(len(labels)), means, yerr=errors, capsize=6, color="#4C72B0")
-    ax.set_xticks(range(len(labels)), [Path(k).name or k for k in labels], rotation=15)
-    ax.set_ylabel("mean score (95% CI)")
+    def bars(ax: Any, stats: dict[str, dict], title: str) -> None:
+        labels = [k for k, v in stats.items() if v]
+        means = [stats[k]["mean"] for k in labels]
+        low = [m - stats[k]["low"] for k, m in zip(labels, means, strict=True)]
+        high = [stats[k]["high"] - m for k, m in zip(labels, means, strict=True)]
+        ax.bar(range(len(labels)), means, yerr=[low, high], capsize=6, color="#4C72B0")
+        ax.set_xticks(range(len(labels)), [Path(k).name or k for k in labels], rotation=15)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_title(title, fontsize=10)
+
+    panels = 2 if summary["differences"] else 1
+    fig, axes = plt.subplots(1, panels, figsize=(max(4, 1.6 * len(summary["models"])) * panels, 3.5), squeeze=False)
+    bars(axes[0][0], summary["models"], "mean score (95% CI)")
+    if panels == 2:
+        bars(axes[0][1], summary["differences"], f"paired difference vs {Path(summary['reference']).name} (95% CI)")
     fig.tight_layout()
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp, dpi=120)

@@ -101,8 +101,8 @@ def explore_file(
 ) -> dict:
     """``tao explore``: explore and score the file's prompts (the first ``limit``; 0 = all), no training.
 
-    Writes the scored candidates to ``out`` (JSONL, as a round's candidates.jsonl, plus each prompt's id) and
-    returns the score figures, per strategy included."""
+    Writes the scored candidates to ``out`` (JSONL rows as in a round's candidates.jsonl) and returns the
+    score figures, per strategy included."""
     prompt_file = load_prompts(prompts_path)
     rewards = RewardSet(config.reward.scorers, config.model.trust_remote_code)
     chosen = strategies.load_strategies(config.rollout.strategies, config.rollout.num_candidates)
