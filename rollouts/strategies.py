@@ -19,6 +19,7 @@ replays the plain prompt's tokens with the candidate's), so the tuned model cost
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -138,6 +139,8 @@ def explore(
         for c in candidates:
             found[c.prompt_id].append(replace(c, strategy=strategy.name))
         stats[strategy.name] = {"candidates": len(candidates), "tokens": tokens}
+        if strategy.guides:  # the file may change later: record what this exploration used
+            stats[strategy.name]["guides_sha256"] = hashlib.sha256("\n---\n".join(strategy.guides).encode()).hexdigest()
     out = [replace(c, index=j) for p in prompts for j, c in enumerate(found[p.id])]
     return out, stats
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -94,6 +95,8 @@ def test_each_strategy_tags_its_candidates_and_answers_the_plain_prompt(engine, 
         "best_of:3",
     ]
     assert set(spent) == set(names) and all(c.context for c in out)
+    guides_sha = hashlib.sha256(b"Answer in lowercase.\n---\nAnswer in one sentence.").hexdigest()
+    assert spent[f"guide:{guide}"]["guides_sha256"] == guides_sha  # what was used, even if the file changes
     assert {c.context for c in out if c.strategy == "ladder:0.5-1.1"} == {"T=0.80"}  # one rung: the middle
     assert spent["refine"]["tokens"] > sum(len(c.token_ids) for c in out if c.strategy == "refine")  # drafts too
     assert spent["best_of:3"]["tokens"] > sum(len(c.token_ids) for c in out if c.strategy == "best_of:3")  # pool
