@@ -59,6 +59,16 @@ def _quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
+def _config_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--config FILE`` and ``--set KEY=VALUE``, as every command that reads the config takes them."""
+    command = click.option(
+        "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, repeatable."
+    )(command)
+    return click.option(
+        "--config", "config_path", type=click.Path(path_type=Path), default=None, help="YAML config file."
+    )(command)
+
+
 def _config(
     path: Path | None, overrides: tuple[str, ...], model: str | None, rewards: tuple[str, ...], changes: dict
 ) -> Any:
@@ -105,8 +115,7 @@ def main() -> None:
     default=None,
     help="Run directory [default: runs/<prompts file name>].",
 )
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="YAML config file.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, repeatable.")
+@_config_options
 @click.option("--quiet", is_flag=True, help="No progress bars or messages; only the per-round results.")
 @_friendly
 def run(
@@ -142,8 +151,7 @@ def run(
 @click.option("--adapter", type=click.Path(path_type=Path), default=None, help="A LoRA adapter dir to explore with.")
 @click.option("--reward", "rewards", multiple=True, metavar="SPEC[=WEIGHT]", help="Scorer, repeatable (as in run).")
 @click.option("--limit", type=int, default=0, help="Explore only the first N prompts [default: all].")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="YAML config file.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, repeatable.")
+@_config_options
 @click.option("--quiet", is_flag=True, help="No progress bars or messages; only the table.")
 @_friendly
 def explore(
@@ -177,8 +185,7 @@ def explore(
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="YAML config file.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, repeatable.")
+@_config_options
 @_friendly
 def doctor(config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Check this machine: versions, CUDA, bitsandbytes 4-bit, vLLM, and the engine auto takes (exit 1: fix)."""
@@ -197,8 +204,7 @@ def doctor(config_path: Path | None, overrides: tuple[str, ...]) -> None:
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Labeled JSONL: prompt + completion.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output directory (adapter, manifest).")
 @click.option("--model", default=None, help="Base model: a local HF model dir or hub id [default: embedded SmolLM2].")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="YAML config file.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, repeatable.")
+@_config_options
 @click.option("--quiet", is_flag=True, help="No progress messages.")
 @_friendly
 def sft(
@@ -220,6 +226,7 @@ def sft(
 
 def _eval_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """What `tao eval` and `tao compare` share: items, scorers, base model, output, config."""
+    command = _config_options(command)
     for option in reversed(
         [
             click.option("--prompts", "prompts_path", required=True, type=click.Path(path_type=Path), help="Items."),
@@ -232,9 +239,9 @@ def _eval_options(command: Callable[..., Any]) -> Callable[..., Any]:
                 help="Scorer, repeatable (rule:all_instructions, rule:exact, rm:DIR, module:function).",
             ),
             click.option("--base", default=None, help="Base model [default: the config's, the embedded SmolLM2]."),
-            click.option("--out", type=click.Path(path_type=Path), default=None, help="Output directory."),
-            click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="YAML."),
-            click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key."),
+            click.option(
+                "--out", type=click.Path(path_type=Path), default=None, help="Output dir [eval|compare/<items>]."
+            ),
             click.option("--quiet", is_flag=True, help="No progress messages."),
         ]
     ):
@@ -248,7 +255,7 @@ def _eval_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @_friendly
 def eval_command(model_spec: str, **kwargs: Any) -> None:
     """Greedy answers of one model on the items, scored; per-item results and a summary."""
-    _compare([model_spec], **kwargs)
+    _compare([model_spec], "eval", **kwargs)
 
 
 @main.command()
@@ -259,11 +266,12 @@ def compare(models: tuple[str, ...], **kwargs: Any) -> None:
     """Evaluate MODELS (base, run / round / SFT / adapter dirs) on the same items; report with 95% intervals.
 
     The first model is the reference of the paired differences (usually `base`)."""
-    _compare(list(models), **kwargs)
+    _compare(list(models), "compare", **kwargs)
 
 
 def _compare(
     models: list[str],
+    kind: str,
     prompts_path: Path,
     scorers: tuple[str, ...],
     base: str | None,
@@ -289,7 +297,7 @@ def _compare(
         "max_new_tokens": config.rollout.max_new_tokens,
         "base_model": config.model.name,
     }
-    out = out or Path("compare") / prompts_path.stem
+    out = out or Path(kind) / prompts_path.stem  # eval/<items> or compare/<items>
     write_report(out, summary, results, header)
     for label, stats in summary["models"].items():
         diff = summary["differences"].get(label)
