@@ -54,6 +54,7 @@ def ifeval_prompts(path: Path, limit: int) -> list:
 
 def figures(candidates, scores, tokens: int) -> dict:
     """Reward figures, and the same on the instruction checker's pass/fail (every detected instruction followed)."""
+    from tao.config import UpdateConfig
     from tao.training import has_signal
 
     groups: dict[str, list] = {}
@@ -63,7 +64,7 @@ def figures(candidates, scores, tokens: int) -> dict:
     return {
         "mean": sum(t for g in groups.values() for t, _ in g) / sum(len(g) for g in groups.values()),
         "best_of_group_mean": sum(max(t for t, _ in g) for g in groups.values()) / n,
-        "signal_share": sum(has_signal([t for t, _ in g]) for g in groups.values()) / n,
+        "signal_share": sum(has_signal([t for t, _ in g], UpdateConfig().min_spread) for g in groups.values()) / n,
         "pass_share": sum(p for g in groups.values() for _, p in g) / sum(len(g) for g in groups.values()),
         "groups_with_a_pass": sum(any(p for _, p in g) for g in groups.values()) / n,
         "pass_signal_share": sum(len({p for _, p in g}) == 2 for g in groups.values()) / n,

@@ -121,12 +121,16 @@ class UpdateConfig:
     beta: float = 0.02  # KL weight towards the round's starting adapter
     epochs: int = 1  # optimizer passes over each batch of candidates (trl's num_iterations: later passes are clipped)
     prompts_per_step: int = 4  # prompt groups per optimizer step
+    group_size: int = 0  # candidates trained per group, the most spread scores first; 0 = all of them
+    min_spread: float = 0.1  # groups whose best and worst scores differ by less are skipped (no signal)
 
     def __post_init__(self) -> None:
         _require(self.learning_rate > 0, "learning_rate", "must be > 0")
         _require(self.beta >= 0, "beta", "must be >= 0")
         _require(self.epochs >= 1, "epochs", "must be >= 1")
         _require(self.prompts_per_step >= 1, "prompts_per_step", "must be >= 1")
+        _require(self.group_size == 0 or self.group_size >= 2, "group_size", "must be 0 (all) or >= 2")
+        _require(self.min_spread >= 0, "min_spread", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,13 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     sft: SftConfig = field(default_factory=SftConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        _require(
+            self.update.group_size <= self.rollout.num_candidates,
+            "update.group_size",
+            f"must be <= rollout.num_candidates ({self.rollout.num_candidates})",
+        )
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:

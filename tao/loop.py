@@ -31,7 +31,7 @@ from tao.paths import RoundPaths, RunPaths
 from tao.plan import Plan, finished_on_file, pending_round, plan_round, read_split, write_split
 from tao.prompts import Prompt, PromptFile, load_prompts
 from tao.storage import locked, publish_dir, read_json, read_jsonl, write_json, write_jsonl, write_text
-from tao.training import Group, grpo_update
+from tao.training import grpo_update, read_groups
 
 
 @dataclass
@@ -119,7 +119,7 @@ def explore_file(
     scores = rewards.score([by_id[c.prompt_id] for c in candidates], candidates)
     rows = [{**c.to_row(), "score": s.total, "scores": s.parts} for c, s in zip(candidates, scores, strict=True)]
     write_jsonl(out, rows)
-    return {"explore": {"strategies": spent}, "score": report.score_stats(rows)}
+    return {"explore": {"strategies": spent}, "score": report.score_stats(rows, config.update.min_spread)}
 
 
 def run_round(rp: RoundPaths, ctx: Run) -> dict:
@@ -137,7 +137,7 @@ def run_round(rp: RoundPaths, ctx: Run) -> dict:
     base_rows = _baseline(ctx, config, rewards, plan.eval_prompts)
     stats = {
         "explore": _stage(rp, "explore", lambda: explore(rp, ctx, config, rewards, plan.prompts, parent, plan.seed)),
-        "score": _stage(rp, "score", lambda: score(rp, ctx, rewards, plan.prompts)),
+        "score": _stage(rp, "score", lambda: score(rp, ctx, config, rewards, plan.prompts)),
     }
     rp.rollouts.unlink(missing_ok=True)  # now in candidates.jsonl, with the scores
     ctx.engine.release()  # the update needs the accelerator's memory
@@ -174,7 +174,7 @@ def explore(
     }
 
 
-def score(rp: RoundPaths, ctx: Run, rewards: RewardSet, prompts: tuple[Prompt, ...]) -> dict:
+def score(rp: RoundPaths, ctx: Run, config: Config, rewards: RewardSet, prompts: tuple[Prompt, ...]) -> dict:
     groups: defaultdict[str, list[Candidate]] = defaultdict(list)
     for row in read_jsonl(rp.rollouts):
         groups[row["prompt_id"]].append(Candidate.from_row(row))
@@ -189,21 +189,13 @@ def score(rp: RoundPaths, ctx: Run, rewards: RewardSet, prompts: tuple[Prompt, .
             ]
             bar.update(len(chunk))
     write_jsonl(rp.candidates, rows)
-    return report.score_stats(rows)
+    return report.score_stats(rows, config.update.min_spread)
 
 
 def update(
     rp: RoundPaths, ctx: Run, config: Config, prompts: tuple[Prompt, ...], parent: Path | None, seed: int
 ) -> dict:
-    rows: defaultdict[str, list[dict]] = defaultdict(list)
-    for row in read_jsonl(rp.candidates):
-        rows[row["prompt_id"]].append(row)
-    groups = []
-    for prompt in prompts:
-        mine = sorted(rows[prompt.id], key=lambda r: r["index"])
-        completions = tuple(tuple(r["token_ids"]) for r in mine)
-        prompt_ids = tuple(chat_token_ids(ctx.policy.tokenizer, prompt))
-        groups.append(Group(prompt, prompt_ids, completions, tuple(r["score"] for r in mine)))
+    groups = read_groups(rp.candidates, prompts, ctx.policy.tokenizer)
     with ctx.policy.attached(parent, trainable=True, seed=seed) as model:
         stats = grpo_update(model, ctx.policy.tokenizer, groups, config, rp.trainer, ctx.console)
         shutil.rmtree(rp.adapter_tmp, ignore_errors=True)

@@ -10,8 +10,8 @@ from tao.storage import read_json
 from tao.training import has_signal
 
 
-def score_stats(rows: list[dict]) -> dict:
-    """Figures of a round's scored candidates: what exploration found."""
+def score_stats(rows: list[dict], min_spread: float) -> dict:
+    """Figures of a round's scored candidates: what exploration found (signal: spread >= ``min_spread``)."""
     groups: dict[str, list[float]] = {}
     for row in rows:
         scores = groups.setdefault(row["prompt_id"], [])
@@ -25,12 +25,12 @@ def score_stats(rows: list[dict]) -> dict:
         "mean": mean(scored) if scored else None,
         "best_of_group_mean": mean(best) if best else None,
         "groups": len(groups),
-        "groups_with_signal": sum(has_signal(g) for g in groups.values()),
-        "strategies": strategy_stats(rows),
+        "groups_with_signal": sum(has_signal(g, min_spread) for g in groups.values()),
+        "strategies": strategy_stats(rows, min_spread),
     }
 
 
-def strategy_stats(rows: list[dict]) -> dict[str, dict]:
+def strategy_stats(rows: list[dict], min_spread: float) -> dict[str, dict]:
     """Per exploration strategy: what its candidates scored, and whether they gave GRPO something to learn from.
 
     ``spread_share``: groups in which this strategy's own candidates scored differently (signal, had it made the
@@ -52,7 +52,7 @@ def strategy_stats(rows: list[dict]) -> dict[str, dict]:
             "candidates": sum(r["strategy"] == name for r in rows),
             "mean": mean(scored) if scored else None,
             "best_of_group_mean": mean(best) if best else None,
-            "spread_share": sum(has_signal(v) for v in own.values()) / len(groups),
+            "spread_share": sum(has_signal(v, min_spread) for v in own.values()) / len(groups),
             "best_share": sum(bool(v) and max(v) == tops[pid] for pid, v in own.items()) / len(groups),
         }
     return out

@@ -3,8 +3,13 @@
 trl does the RL maths (group-relative advantages, clipped policy loss, KL to the reference). What we add
 is the data path: instead of letting trl sample anew, its ``rollout_func`` replays the candidates the
 explore stage generated and the score stage scored, so the update learns from exactly what exploration
-found (no second generation, no second scoring). Groups whose candidates all scored alike carry no
-advantage in GRPO; they are left out of the update and counted.
+found (no second generation, no second scoring).
+
+Where the signal is: groups whose candidates all scored (nearly) alike carry no advantage in GRPO; they are
+left out and counted. From each remaining group only the ``update.group_size`` candidates whose scores are
+most spread are trained on (max-variance down-sampling, as in "Not All Rollouts are Useful", Xu et al. 2025):
+on one machine a trained sequence costs about as much as a generated one, so exploring wide and training on
+the most contrasted part buys more signal per minute than training on everything.
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from tao.config import Config
 from tao.console import Console
@@ -31,9 +38,46 @@ class Group:
     rewards: tuple[float | None, ...]
 
 
-def has_signal(scores: Sequence[float | None]) -> bool:
-    """At least two different scores in a group: GRPO's group-relative advantage is not zero everywhere."""
-    return len({s for s in scores if s is not None}) >= 2
+def has_signal(scores: Sequence[float | None], min_spread: float) -> bool:
+    """The group's best and worst scores differ by at least ``min_spread`` (and by something): GRPO's
+    group-relative advantage carries more than noise."""
+    known = [s for s in scores if s is not None]
+    return len(known) >= 2 and max(known) - min(known) >= min_spread and max(known) > min(known)
+
+
+def most_spread(scores: Sequence[float | None], size: int) -> tuple[int, ...]:
+    """Indices of the ``size`` candidates whose scores have the largest variance, in their original order.
+
+    The maximum-variance subset of a sorted list is its k highest and size-k lowest for some k, so trying
+    every k is exact. Unscored candidates are taken only when too few are scored. Ties keep the earlier one.
+    """
+    if size <= 0 or size >= len(scores):
+        return tuple(range(len(scores)))
+    scored = sorted((i for i, s in enumerate(scores) if s is not None), key=lambda i: (scores[i], i))
+    if len(scored) <= size:
+        rest = [i for i, s in enumerate(scores) if s is None]
+        return tuple(sorted(scored + rest[: size - len(scored)]))
+    best: tuple[float, list[int]] = (-1.0, [])
+    for k in range(size + 1):
+        chosen = scored[len(scored) - k :] if k else []
+        chosen = scored[: size - k] + chosen
+        variance = float(np.var([scores[i] for i in chosen]))
+        if variance > best[0] + 1e-12:
+            best = (variance, chosen)
+    return tuple(sorted(best[1]))
+
+
+def select(groups: Sequence[Group], config: Config) -> tuple[list[Group], int]:
+    """The groups worth training on, each cut to its most spread candidates; and how many were skipped."""
+    kept = []
+    for g in groups:
+        if not has_signal(g.rewards, config.update.min_spread):
+            continue
+        keep = most_spread(g.rewards, config.update.group_size)
+        kept.append(
+            replace(g, completions=tuple(g.completions[i] for i in keep), rewards=tuple(g.rewards[i] for i in keep))
+        )
+    return kept, len(groups) - len(kept)
 
 
 def _key(chat: list[dict]) -> str:
@@ -67,6 +111,23 @@ class _Replay:
         return out
 
 
+def read_groups(candidates: Path, prompts: Sequence[Prompt], tokenizer: Any) -> list[Group]:
+    """The scored candidates of a round (its candidates.jsonl), one group per prompt, in candidate order."""
+    from rollouts.transformers_engine import chat_token_ids
+    from tao.storage import read_jsonl
+
+    rows: defaultdict[str, list[dict]] = defaultdict(list)
+    for row in read_jsonl(candidates):
+        rows[row["prompt_id"]].append(row)
+    groups = []
+    for prompt in prompts:
+        mine = sorted(rows[prompt.id], key=lambda r: r["index"])
+        completions = tuple(tuple(r["token_ids"]) for r in mine)
+        prompt_ids = tuple(chat_token_ids(tokenizer, prompt))
+        groups.append(Group(prompt, prompt_ids, completions, tuple(r["score"] for r in mine)))
+    return groups
+
+
 def tao_reward(prompts: list, completions: list, tao_reward: list, **kwargs: Any) -> list:
     """The score stage's scores: the replay returns them as an extra field, which trl passes to reward functions."""
     return list(tao_reward)
@@ -76,8 +137,13 @@ def grpo_update(
     model: Any, tokenizer: Any, groups: Sequence[Group], config: Config, scratch: Path, console: Console
 ) -> dict[str, Any]:
     """Train ``model`` (a trainable PeftModel) in place on ``groups``; returns what the update measured."""
-    useful = [g for g in groups if has_signal(g.rewards)]
-    stats: dict[str, Any] = {"groups_trained": len(useful), "steps": 0}
+    useful, skipped = select(groups, config)
+    stats: dict[str, Any] = {
+        "groups_trained": len(useful),
+        "groups_skipped": skipped,  # no signal: best and worst within update.min_spread
+        "sequences_trained": sum(len(g.completions) for g in useful),
+        "steps": 0,
+    }
     if not useful:
         return stats
     from datasets import Dataset

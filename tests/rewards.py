@@ -6,8 +6,8 @@ CALLS: list[dict] = []
 
 
 def letter_a(prompts, completions, completion_ids, **kwargs):
-    """Share of the letter 'a' among characters: varies between random samples, so groups carry signal."""
-    return [c[0]["content"].count("a") / max(1, len(c[0]["content"])) for c in completions]
+    """How many letters 'a' the answer has: varies between random samples by whole units, so groups carry signal."""
+    return [float(c[0]["content"].count("a")) for c in completions]
 
 
 def record(prompts, completions, completion_ids, **kwargs):

@@ -81,6 +81,8 @@ def test_file_errors_name_the_key(tmp_path, text, field, problem):
         ("update.learning_rate=.inf", "expected a finite number"),
         ("run.seed=-1", "must be in [0, 1000000)"),
         ("run.rounds", "expected section.key=value"),
+        ("update.group_size=1", "must be 0 (all) or >= 2"),
+        ("update.group_size=16", "must be <= rollout.num_candidates (8)"),
     ],
 )
 def test_set_errors_name_the_key(override, problem):

@@ -1,3 +1,6 @@
+import itertools
+
+import numpy as np
 import pytest
 import torch
 
@@ -8,7 +11,7 @@ from tao.config import Config, replace
 from tao.console import Console
 from tao.model import BaseModel, Policy
 from tao.prompts import Message, Prompt
-from tao.training import Group, grpo_update
+from tao.training import Group, grpo_update, most_spread, select
 
 CONFIG = replace(
     Config(),
@@ -74,7 +77,50 @@ def test_groups_without_signal_are_left_out(policy, tmp_path):
     groups = make_groups(policy, [[0.5] * 4, [0.0, 1.0, None, 1.0], [None] * 4])
     with policy.attached(None, trainable=True, seed=0) as model:
         stats = grpo_update(model, policy.tokenizer, groups, CONFIG, tmp_path / "s", Console(True))
-    assert (stats["groups_trained"], stats["steps"]) == (1, 1)
+    assert (stats["groups_trained"], stats["groups_skipped"], stats["steps"]) == (1, 2, 1)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_most_spread_is_the_maximum_variance_subset(seed):
+    rng = np.random.default_rng(seed)
+    scores = [float(x) for x in rng.choice([0.0, 0.25, 0.5, 0.75, 1.0, 1.5], size=8)]
+    for size in (2, 3, 4, 6):
+        chosen = most_spread(scores, size)
+        assert len(chosen) == size == len(set(chosen)) and list(chosen) == sorted(chosen)
+        best = max(np.var([scores[i] for i in c]) for c in itertools.combinations(range(8), size))
+        assert np.var([scores[i] for i in chosen]) == pytest.approx(best)
+
+
+def test_most_spread_keeps_everything_when_asked_for_all_and_fills_with_unscored_last():
+    assert most_spread([0.1, 0.9, 0.5], 0) == (0, 1, 2)
+    assert most_spread([None, 0.2, None, 0.8], 3) == (0, 1, 3)
+    assert most_spread([0.0, 1.0, 0.0, 1.0, 0.5, 0.5], 2) in {(0, 1), (0, 3), (1, 2), (2, 3)}
+
+
+def test_select_skips_groups_within_min_spread_and_cuts_the_rest_to_group_size(policy):
+    groups = make_groups(policy, [[1.0, 0.99, 0.98, 1.0], [0.0, 1.0, 0.5, 0.5], [None, None, None, 0.3]])
+    config = replace(CONFIG, update={"group_size": 2, "min_spread": 0.1})
+    kept, skipped = select(groups, config)
+    assert skipped == 2 and len(kept) == 1  # repetition-level noise and a lone score carry no signal
+    assert kept[0].rewards == (0.0, 1.0) and kept[0].completions == groups[1].completions[:2]
+
+
+def test_update_trains_only_the_most_spread_candidates_of_each_group(policy, tmp_path, monkeypatch):
+    groups = make_groups(policy, [[0.2, 0.9, 0.5, 0.1], [1.0, 0.6, 0.0, 0.7]])
+    seen = []
+
+    def recording(prompts, completions, tao_reward, completion_ids, **kwargs):
+        seen.extend(zip(map(tuple, completion_ids), tao_reward, strict=True))
+        return list(tao_reward)
+
+    monkeypatch.setattr(tao.training, "tao_reward", recording)
+    config = replace(CONFIG, update={"group_size": 2})
+    with policy.attached(None, trainable=True, seed=0) as model:
+        stats = grpo_update(model, policy.tokenizer, groups, config, tmp_path / "s", Console(True))
+    assert (stats["groups_trained"], stats["sequences_trained"], stats["steps"]) == (2, 4, 1)
+    expected = [(groups[0].completions[i], groups[0].rewards[i]) for i in (1, 3)]
+    expected += [(groups[1].completions[i], groups[1].rewards[i]) for i in (0, 2)]
+    assert sorted(seen) == sorted(expected)
 
 
 def test_no_signal_at_all_trains_nothing(policy, tmp_path):
@@ -83,7 +129,7 @@ def test_no_signal_at_all_trains_nothing(policy, tmp_path):
         before = snapshot(model, lora=True)
         stats = grpo_update(model, policy.tokenizer, groups, CONFIG, tmp_path / "s", Console(True))
         assert all(torch.equal(before[n], p) for n, p in snapshot(model, lora=True).items())
-    assert stats == {"groups_trained": 0, "steps": 0}
+    assert stats == {"groups_trained": 0, "groups_skipped": 2, "sequences_trained": 0, "steps": 0}
 
 
 def test_several_passes_reuse_the_replayed_candidates_without_generating_again(policy, tmp_path, monkeypatch):
