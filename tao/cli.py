@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable
@@ -22,6 +23,7 @@ def _friendly(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        signal.signal(signal.SIGTERM, _terminate)
         try:
             return command(*args, **kwargs)
         except InputError as exc:
@@ -34,11 +36,23 @@ def _friendly(command: Callable[..., Any]) -> Callable[..., Any]:
             where = f"{exc.filename}: " if exc.filename else ""
             click.echo(f"tao: error: {where}{exc.strerror or exc}", err=True)
             sys.exit(2)
+        except Terminated:
+            click.echo("tao: stopped (SIGTERM); run the same command again to resume", err=True)
+            sys.exit(143)
         except KeyboardInterrupt:
-            click.echo("tao: interrupted; run the same command again to resume", err=True)
+            click.echo("tao: stopped (Ctrl-C); run the same command again to resume", err=True)
             sys.exit(130)
 
     return wrapper
+
+
+class Terminated(Exception):
+    """SIGTERM, raised where the process is, so that ``finally`` blocks run (engine closed, lock released);
+    the stage in progress is lost, its finished predecessors are on disk."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
 
 
 def _quiet_libraries() -> None:

@@ -22,7 +22,7 @@ from rollouts import strategies
 from rollouts.engine import choose_engine, open_engine
 from rollouts.generator import Candidate, Generator, Sampling
 from rollouts.transformers_engine import chat_token_ids
-from tao import evaluation, registry, report
+from tao import evaluation, faults, registry, report
 from tao.config import Config, load_config, to_dict, to_yaml
 from tao.console import Console
 from tao.errors import InputError
@@ -32,6 +32,8 @@ from tao.plan import Plan, finished_on_file, pending_round, plan_round, read_spl
 from tao.prompts import Prompt, PromptFile, load_prompts
 from tao.storage import locked, publish_dir, read_json, read_jsonl, write_json, write_jsonl, write_text
 from tao.training import grpo_update, read_groups
+
+MAX_UNSCORED = 0.5  # above this share of candidates without a score, the round stops: the scorers are broken
 
 
 @dataclass
@@ -162,6 +164,7 @@ def explore(
     sampling = Sampling(r.num_candidates, r.temperature, r.top_p, r.max_new_tokens, seed)
     chosen = strategies.load_strategies(r.strategies, r.num_candidates)
     candidates, spent = strategies.explore(ctx.engine, prompts, chosen, sampling, parent, rewards.totals)
+    faults.point("explore")
     write_jsonl(rp.rollouts, (c.to_row() for c in candidates))
     return {
         "engine": ctx.engine.name,
@@ -188,6 +191,14 @@ def score(rp: RoundPaths, ctx: Run, config: Config, rewards: RewardSet, prompts:
                 {**c.to_row(), "score": s.total, "scores": s.parts} for c, s in zip(candidates, scores, strict=True)
             ]
             bar.update(len(chunk))
+            faults.point("score")
+    unscored = sum(r["score"] is None for r in rows)
+    if unscored > MAX_UNSCORED * len(rows):
+        raise InputError(
+            f"{unscored} of {len(rows)} candidates got no score (None, NaN or inf from every scorer); "
+            "fix the scorers, then run the same command again",
+            field="reward.scorers",
+        )
     write_jsonl(rp.candidates, rows)
     return report.score_stats(rows, config.update.min_spread)
 

@@ -43,7 +43,27 @@ def resolve_base(config: ModelConfig, console: Console) -> BaseModel:
         pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
         found = f" (found {', '.join(pickles)})" if pickles else ""
         raise InputError(f"no *.safetensors weights{found}; tao loads safetensors only", file=path)
+    if not config.trust_remote_code:
+        _refuse_remote_code(path)
     return BaseModel(config.name, path, content_hash(path))
+
+
+def _refuse_remote_code(path: Path) -> None:
+    """A model whose config or tokenizer maps to Python files of its own runs that code when loaded: refuse it
+    unless the user trusts it (transformers would only ask interactively, or fail deep inside a stage)."""
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            data = json.loads((path / name).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read: {exc}", file=path / name) from None
+        if isinstance(data, dict) and data.get("auto_map"):
+            raise InputError(
+                "this model ships its own Python code (auto_map); tao runs it only with model.trust_remote_code=true",
+                file=path / name,
+                field="auto_map",
+            )
 
 
 def _download(name: str) -> Path:

@@ -12,6 +12,7 @@ from typing import Any
 
 from tao import pool
 from tao.config import Config, to_yaml
+from tao.errors import InputError
 from tao.paths import RoundPaths, RunPaths
 from tao.prompts import Prompt, PromptFile
 from tao.storage import read_json, write_json, write_text
@@ -40,9 +41,12 @@ class Plan:
     @classmethod
     def read(cls, rp: RoundPaths) -> Plan:
         data = read_json(rp.plan)
-        data["prompts"] = tuple(Prompt.from_row(r) for r in data["prompts"])
-        data["eval_prompts"] = tuple(Prompt.from_row(r) for r in data["eval_prompts"])
-        return cls(**data)
+        try:
+            data["prompts"] = tuple(Prompt.from_row(r) for r in data["prompts"])
+            data["eval_prompts"] = tuple(Prompt.from_row(r) for r in data["eval_prompts"])
+            return cls(**data)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise InputError(f"not a round plan tao wrote ({type(exc).__name__}: {exc})", file=rp.plan) from None
 
 
 def planned_rounds(paths: RunPaths) -> list[RoundPaths]:
@@ -64,7 +68,10 @@ def read_split(paths: RunPaths) -> pool.Split:
     if not paths.split.is_file():
         return pool.Split((), ())
     state = read_json(paths.split)
-    return pool.Split(tuple(state["seen"]), tuple(state["holdout"]))
+    try:
+        return pool.Split(tuple(state["seen"]), tuple(state["holdout"]))
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"not a split tao wrote ({type(exc).__name__}: {exc})", file=paths.split) from None
 
 
 def write_split(paths: RunPaths, split: pool.Split) -> None:

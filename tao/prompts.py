@@ -115,7 +115,7 @@ def jsonl_lines(path: Path, digest: Any) -> Iterator[tuple[int, str]]:
     try:
         fh = open(path, "rb")  # noqa: SIM115 (closed by the with below)
     except FileNotFoundError:
-        raise InputError("prompts file not found", file=path) from None
+        raise InputError("file not found", file=path) from None
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", file=path) from None
     with fh:
@@ -182,6 +182,8 @@ def _messages(value: Any, name: str, bad: Any) -> tuple[Message, ...]:
         if not isinstance(item, dict):
             raise bad(f"expected an object, got {type(item).__name__}", where)
         role = item.get("role")
+        if item.get("tool_calls") or item.get("function_call"):
+            raise bad("tool calls are not supported; leave conversations with tool calls out of the file", where)
         if role not in ROLES:
             raise bad(f"role must be one of {', '.join(ROLES)}; got {role!r}", f"{where}.role")
         messages.append(Message(role, _content(item.get("content"), f"{where}.content", bad)))

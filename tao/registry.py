@@ -6,6 +6,7 @@ import importlib.metadata
 from datetime import datetime, timezone
 from typing import Any
 
+from tao import faults
 from tao.paths import RoundPaths, RunPaths
 from tao.storage import read_json, write_json
 
@@ -49,6 +50,7 @@ def register_round(paths: RoundPaths, run: RunPaths, lineage: dict[str, Any], me
         "engines": {stage: figures["engine"] for stage, figures in metrics.items() if "engine" in figures},
         "evaluation": {k: v for k, v in metrics["evaluate"].items() if k != "seconds"},
     }
+    faults.point("manifest")
     write_json(paths.manifest, manifest)
     return manifest
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from tao import faults
 from tao.config import Config
 from tao.console import Console
 from tao.prompts import Prompt
@@ -240,6 +241,7 @@ def _step_bar(console: Console) -> Any:
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.bar.update(1)
+            faults.point("update")
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.bar.close()

@@ -39,3 +39,8 @@ def as_array(prompts, completions, completion_ids, trainer_state, log_metric, **
     assert trainer_state is None
     log_metric("seen", len(completions))
     return np.arange(len(completions), dtype=float)
+
+
+def mostly_nan(prompts, completions, completion_ids, **kwargs):
+    """A broken scorer: NaN for all but the first candidate of a call."""
+    return [1.0] + [float("nan")] * (len(completions) - 1)

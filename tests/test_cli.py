@@ -1,3 +1,5 @@
+import json
+import shutil
 import subprocess
 import sys
 
@@ -89,3 +91,16 @@ def test_settings_that_cannot_work_are_refused_before_anything_is_written(
     result = cli("run", "--prompts", prompts_file, "--model", tiny_model, "--run-dir", run_dir, "--set", setting)
     assert result.exit_code == 2 and problem in result.output
     assert not run_dir.exists()
+
+
+def test_remote_code_model_is_refused_without_the_flag(tmp_path, tiny_model):
+    model = tmp_path / "custom"
+    shutil.copytree(tiny_model, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModelForCausalLM": "x.Model"}}))
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "hi"}\n')
+    result = cli("run", "--prompts", prompts, "--model", model, "--run-dir", tmp_path / "run")
+    assert result.exit_code == 2 and "ships its own Python code" in result.output
+    assert "model.trust_remote_code=true" in result.output and str(model / "config.json") in result.output
+    assert not (tmp_path / "run").exists()

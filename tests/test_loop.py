@@ -241,3 +241,11 @@ def test_qlora_round_with_a_4bit_base(tiny_model, tmp_path, prompts_file):
     assert sorted(config["target_modules"]) == ["q_proj", "v_proj"]
     assert json.loads(rp.manifest.read_text())["config"]["model"]["quantize"] == "nf4"
     assert json.loads(rp.metrics.read_text())["update"]["steps"] >= 1
+
+
+def test_a_round_stops_when_most_candidates_have_no_score(tiny_model, prompts_file, tmp_path):
+    result = tao_run(prompts_file, tiny_model, tmp_path / "run", "--set", "reward.scorers=[tests.rewards:mostly_nan]")
+    assert result.exit_code == 2 and "candidates got no score (None, NaN or inf" in result.output
+    assert "reward.scorers" in result.output and "Traceback" not in result.output
+    rp = RunPaths(tmp_path / "run").round(1)
+    assert rp.stage("explore").is_file() and not rp.stage("score").exists() and not rp.candidates.exists()

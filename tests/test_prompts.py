@@ -152,7 +152,7 @@ def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, tiny_m
 
 def test_missing_file_is_a_clean_error(tmp_path):
     result = CliRunner().invoke(main, ["run", "--prompts", str(tmp_path / "nope.jsonl")])
-    assert result.exit_code == 2 and "prompts file not found" in result.output
+    assert result.exit_code == 2 and "file not found" in result.output
 
 
 def test_holdout_is_deterministic_and_stable_when_prompts_are_appended():
