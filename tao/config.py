@@ -123,6 +123,7 @@ class UpdateConfig:
     prompts_per_step: int = 4  # prompt groups per optimizer step
     group_size: int = 0  # candidates trained per group, the most spread scores first; 0 = all of them
     min_spread: float = 0.1  # groups whose best and worst scores differ by less are skipped (no signal)
+    checkpoint_steps: int = 10  # save adapter + optimizer + RNG state every N steps; a killed update resumes there
 
     def __post_init__(self) -> None:
         _require(self.learning_rate > 0, "learning_rate", "must be > 0")
@@ -131,6 +132,7 @@ class UpdateConfig:
         _require(self.prompts_per_step >= 1, "prompts_per_step", "must be >= 1")
         _require(self.group_size == 0 or self.group_size >= 2, "group_size", "must be 0 (all) or >= 2")
         _require(self.min_spread >= 0, "min_spread", "must be >= 0")
+        _require(self.checkpoint_steps >= 0, "checkpoint_steps", "must be >= 0 (0 = no checkpoints)")
 
 
 @dataclass(frozen=True)
@@ -152,9 +154,13 @@ class EvalConfig:
     """Greedy evaluation on held-out prompts, before the first round and after each."""
 
     max_prompts: int = 32  # held-out prompts evaluated; 0 = evaluation off
+    check: tuple[str, ...] = ()  # scorers the update never trains on, for the reward-hacking guard (tao/guard.py)
+    guard: Literal["warn", "stop"] = "warn"  # on a guard alarm: warn, or also end the run after the round
+    max_length_ratio: float = 2.0  # held-out answers longer than this many times the base's (or shorter): alarm
 
     def __post_init__(self) -> None:
         _require(self.max_prompts >= 0, "max_prompts", "must be >= 0")
+        _require(self.max_length_ratio > 1, "max_length_ratio", "must be > 1")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,10 @@ class Console:
         if not self.quiet:
             print(message, file=sys.stderr, flush=True)
 
+    def warn(self, message: str) -> None:
+        """Printed even when quiet: something the user must look at."""
+        print(f"tao: warning: {message}", file=sys.stderr, flush=True)
+
     def result(self, message: str) -> None:
         print(message, flush=True)
 

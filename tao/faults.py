@@ -1,8 +1,9 @@
-"""Named points where the fault tests kill the process, as a power cut would: ``TAO_KILL_AT=<point>``.
+"""Named points where the fault tests kill the process, as a power cut would: ``TAO_KILL_AT=<point>[:<n>]``.
 
 Unset (always, outside tests/test_faults.py), ``point`` does nothing. Set, the process sends itself SIGKILL the
-first time it reaches that point: no handler, no ``finally``, no flush runs, which is the worst case a run must
-survive. The points sit in the middle of each stage's work, after the work and before its record is written.
+n-th time (default: the first) it reaches that point: no handler, no ``finally``, no flush runs, which is the
+worst case a run must survive. The points sit in the middle of each stage's work, after the work and before its
+record is written; ``update`` is reached at the end of every optimizer step.
 """
 
 from __future__ import annotations
@@ -13,6 +14,13 @@ import signal
 POINTS = ("explore", "score", "update", "manifest")
 
 
+_reached: dict[str, int] = {}
+
+
 def point(name: str) -> None:
-    if os.environ.get("TAO_KILL_AT") == name:
+    target, _, nth = os.environ.get("TAO_KILL_AT", "").partition(":")
+    if target != name:
+        return
+    _reached[name] = _reached.get(name, 0) + 1
+    if _reached[name] == int(nth or 1):
         os.kill(os.getpid(), signal.SIGKILL)

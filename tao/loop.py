@@ -22,7 +22,7 @@ from rollouts import strategies
 from rollouts.engine import choose_engine, open_engine
 from rollouts.generator import Candidate, Generator, Sampling
 from rollouts.transformers_engine import chat_token_ids
-from tao import evaluation, faults, registry, report
+from tao import evaluation, faults, guard, registry, report
 from tao.config import Config, load_config, to_dict, to_yaml
 from tao.console import Console
 from tao.errors import InputError
@@ -48,18 +48,17 @@ class Run:
     rewards: dict[tuple[str, ...], RewardSet]  # built once per distinct scorer list
     engine: Generator  # chosen by this invocation's rollout.engine; serves every round it runs
 
-    def reward_set(self, config: Config) -> RewardSet:
-        key = config.reward.scorers
-        if key not in self.rewards:
-            self.rewards[key] = RewardSet(key, config.model.trust_remote_code)
-        return self.rewards[key]
+    def scorers(self, specs: tuple[str, ...], config: Config) -> RewardSet:
+        if specs not in self.rewards:
+            self.rewards[specs] = RewardSet(specs, config.model.trust_remote_code)
+        return self.rewards[specs]
 
 
 def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> list[dict]:
     """Run (or resume) the loop; returns the manifests of the rounds finished by this call."""
     # Every check of the input (files, settings, scorers, model) comes before anything is written.
     prompt_file = load_prompts(prompts_path)
-    rewards = {config.reward.scorers: RewardSet(config.reward.scorers, config.model.trust_remote_code)}
+    rewards = {s: RewardSet(s, config.model.trust_remote_code) for s in (config.reward.scorers, config.eval.check) if s}
     strategies.load_strategies(config.rollout.strategies, config.rollout.num_candidates)
     base = resolve_base(config.model, console)
     check_lora_targets(base, config.model, config.lora)
@@ -88,9 +87,9 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
         pending = pending_round(paths)
         if pending:
             done.append(run_round(pending, ctx))
-        while finished_on_file(paths, prompt_file.sha256) < config.run.rounds:
+        while finished_on_file(paths, prompt_file.sha256) < config.run.rounds and not _guard_stops(ctx, config):
             done.append(run_round(plan_round(paths, config, prompt_file, prompts, split, too_long), ctx))
-        if not done:
+        if not done and not _guard_stops(ctx, config):
             console.result(
                 f"nothing to do: {config.run.rounds} round(s) already ran on this prompts file "
                 f"({paths.root}); append prompts or raise --rounds to continue"
@@ -134,7 +133,7 @@ def run_round(rp: RoundPaths, ctx: Run) -> dict:
             "this unfinished round was started with other model/lora settings; rerun with its config", file=rp.config
         )
     parent = ctx.paths.round(plan.parent_round).adapter if plan.parent_round else None
-    rewards = ctx.reward_set(config)
+    rewards = ctx.scorers(config.reward.scorers, config)
     ctx.console.say(f"round {rp.index}: {len(plan.prompts)} prompts x {config.rollout.num_candidates} candidates")
     base_rows = _baseline(ctx, config, rewards, plan.eval_prompts)
     stats = {
@@ -144,10 +143,15 @@ def run_round(rp: RoundPaths, ctx: Run) -> dict:
     rp.rollouts.unlink(missing_ok=True)  # now in candidates.jsonl, with the scores
     ctx.engine.release()  # the update needs the accelerator's memory
     stats["update"] = _stage(rp, "update", lambda: update(rp, ctx, config, plan.prompts, parent, plan.seed))
-    stats["evaluate"] = _stage(rp, "evaluate", lambda: evaluate(rp, ctx, config, rewards, plan.eval_prompts, base_rows))
+    prev = ctx.paths.round(plan.parent_round).eval if plan.parent_round else None
+    stats["evaluate"] = _stage(
+        rp, "evaluate", lambda: evaluate(rp, ctx, config, rewards, plan.eval_prompts, base_rows, prev)
+    )
     manifest = registry.register_round(rp, ctx.paths, _lineage(rp, plan, config, ctx, rewards), stats)
     write_text(ctx.paths.report, report.render(ctx.paths))
     ctx.console.result(report.summary_line(rp.index, stats))
+    for alarm in stats["evaluate"].get("guard", {}).get("alarms", []):
+        ctx.console.warn(f"round {rp.index}: reward-hacking guard: {alarm}")
     return manifest
 
 
@@ -217,19 +221,31 @@ def update(
 
 
 def evaluate(
-    rp: RoundPaths, ctx: Run, config: Config, rewards: RewardSet, prompts: tuple[Prompt, ...], base_rows: list[dict]
+    rp: RoundPaths,
+    ctx: Run,
+    config: Config,
+    rewards: RewardSet,
+    prompts: tuple[Prompt, ...],
+    base_rows: list[dict],
+    previous_eval: Path | None,
 ) -> dict:
     if not prompts:
         return {"prompts": 0}
     rows = evaluation.evaluate(ctx.engine, rewards, prompts, config.rollout.max_new_tokens, rp.adapter)
     write_jsonl(rp.eval, rows)
     diff = evaluation.paired_difference(base_rows, rows, seed=config.run.seed)
+    # the guard compares with the previous round's answers to the same prompts, else with the base model's
+    previous = read_jsonl(previous_eval) if previous_eval and previous_eval.is_file() else []
+    if {r["prompt_id"] for r in previous} != {p.id for p in prompts}:
+        previous = base_rows
+    check = ctx.scorers(config.eval.check, config) if config.eval.check else None
     return {
         "engine": ctx.engine.name,
         "prompts": len(rows),
         "base_mean": evaluation.mean_score(base_rows),
         "mean": evaluation.mean_score(rows),
         "difference": asdict(diff) if diff else None,
+        "guard": guard.inspect(prompts, base_rows, previous, rows, check, config.eval.max_length_ratio),
     }
 
 
@@ -257,6 +273,20 @@ def _baseline(ctx: Run, config: Config, rewards: RewardSet, prompts: tuple[Promp
             cached[row["prompt_id"], key] = {**row, "key": key}
         write_jsonl(path, cached.values())
     return [cached[p.id, key] for p in prompts]
+
+
+def _guard_stops(ctx: Run, config: Config) -> bool:
+    """With ``eval.guard: stop``: the last finished round raised an alarm, so no further round starts."""
+    rounds = registry.finished_rounds(ctx.paths)
+    if config.eval.guard != "stop" or not rounds or not rounds[-1][1]["evaluation"].get("guard", {}).get("alarms"):
+        return False
+    best = guard.best_round([(rp.index, m["evaluation"]) for rp, m in rounds])
+    ctx.console.result(
+        f"stopped: round {rounds[-1][0].index} raised a reward-hacking alarm (eval.guard: stop); the best round by "
+        f"the held-out check is round {best} ({ctx.paths.round(best).adapter}). Look at its answers, then rerun with "
+        "--set eval.guard=warn to go on."
+    )
+    return True
 
 
 @contextmanager

@@ -148,7 +148,10 @@ def grpo_update(
     if not useful:
         return stats
     from datasets import Dataset
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOConfig, GRPOTrainer
 
     per_step = min(config.update.prompts_per_step, len(useful))
@@ -156,6 +159,9 @@ def grpo_update(
     rows = [{"prompt": g.prompt.chat()} for g in useful]
     rows += rows[: (-len(rows)) % per_step]
     group_size = len(useful[0].completions)
+    settings = trainer_settings(scratch, config.run.seed)
+    if config.update.checkpoint_steps:
+        settings.update(save_strategy="steps", save_steps=config.update.checkpoint_steps, save_total_limit=1)
     args = GRPOConfig(
         learning_rate=config.update.learning_rate,
         beta=config.update.beta,
@@ -169,7 +175,7 @@ def grpo_update(
         temperature=config.rollout.temperature,  # log-probs are computed at the sampling temperature
         top_p=config.rollout.top_p,
         max_completion_length=config.rollout.max_new_tokens,
-        **trainer_settings(scratch, config.run.seed),
+        **settings,
     )
     trainer = GRPOTrainer(
         model=model,
@@ -183,11 +189,18 @@ def grpo_update(
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(_step_bar(console))
-    trainer.train()
+    resume = get_last_checkpoint(str(scratch)) if scratch.is_dir() else None  # left by an update that was killed
+    if resume:
+        # transformers restores a PEFT model's adapters from a checkpoint's subfolders only when it has any (trl's
+        # "ref" adapter, with beta > 0), skipping the trained adapter at its root: load that one here.
+        weights = load_file(str(Path(resume) / "adapter_model.safetensors"))
+        set_peft_model_state_dict(trainer.model, weights, adapter_name="default")
+    trainer.train(resume_from_checkpoint=resume)
     if "ref" in getattr(trainer.model, "peft_config", {}):
         trainer.model.delete_adapter("ref")  # trl's frozen copy of the starting adapter, the KL reference
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     stats.update(
+        resumed_from_step=int(Path(resume).name.split("-")[-1]) if resume else 0,
         steps=trainer.state.global_step,
         loss=_mean(logs, "loss"),
         reward=_mean(logs, "reward"),

@@ -1,6 +1,7 @@
 """A real `tao run` process killed with SIGKILL in the middle of each stage: the rerun finishes the round,
 does not redo the stages that had finished, and ends with what an uninterrupted run makes (same seed)."""
 
+import json
 import os
 import signal
 import subprocess
@@ -89,3 +90,23 @@ def test_sigterm_stops_cleanly_and_says_how_to_resume(setting, tmp_path):
     assert proc.returncode == 143 and "stopped" in err and "run the same command again to resume" in err
     assert "Traceback" not in err and not rp.manifest.exists()
     assert tao_run(prompts, model, tmp_path / "run").returncode == 0 and rp.manifest.is_file()
+
+
+def test_a_killed_update_resumes_from_its_last_checkpoint(setting, tmp_path):
+    """With a KL term, so that trl's reference adapter is in the checkpoint too."""
+    prompts, model, _ = setting
+    sets = ("--set", "update.prompts_per_step=1", "--set", "update.checkpoint_steps=1", "--set", "update.beta=0.02")
+    reference = tao_run(prompts, model, tmp_path / "reference", "", *sets)
+    assert reference.returncode == 0, reference.stderr
+    killed = tao_run(prompts, model, tmp_path / "run", "update:3", *sets)  # after step 2 was saved
+    assert killed.returncode == -signal.SIGKILL
+    rp = RunPaths(tmp_path / "run").round(1)
+    assert sorted(p.name for p in rp.trainer.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert tao_run(prompts, model, tmp_path / "run", "", *sets).returncode == 0
+    update = json.loads(rp.stage("update").read_text())
+    ref_update = json.loads(RunPaths(tmp_path / "reference").round(1).stage("update").read_text())
+    assert update["resumed_from_step"] == 2 and update["steps"] == ref_update["steps"] >= 3
+    mine = load_file(rp.adapter / "adapter_model.safetensors")
+    theirs = load_file(RunPaths(tmp_path / "reference").round(1).adapter / "adapter_model.safetensors")
+    assert all((mine[k] - theirs[k]).abs().max() <= 1e-6 for k in mine)
+    assert not rp.trainer.exists()  # the checkpoints go once the adapter is published

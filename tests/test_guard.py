@@ -1,0 +1,74 @@
+"""The reward-hacking guard: its alarms, and `eval.guard: stop` ending a run after an alarmed round."""
+
+import pytest
+
+import tao.guard
+from reward.scorer import RewardSet
+from tao.guard import alarms, best_round, inspect
+from tao.paths import RunPaths
+from tao.prompts import Message, Prompt
+from tests.test_loop import tao_run
+
+CALM = {"reward": 0.6, "previous_reward": 0.5, "check_mean": 0.7, "previous_check_mean": 0.6}
+CALM |= {"length_ratio": 1.2, "repetition": 0.95, "base_repetition": 1.0}
+
+
+@pytest.mark.parametrize(
+    "change, alarm",
+    [
+        ({}, None),
+        ({"check_mean": 0.55}, "the held-out reward rose (0.500 -> 0.600) while the check fell (0.600 -> 0.550)"),
+        ({"check_mean": 0.55, "reward": 0.4}, None),  # both fell: a bad round, not hacking
+        ({"length_ratio": 2.5}, "2.50 times as long"),
+        ({"length_ratio": 0.4}, "0.40 times as long"),
+        ({"length_ratio": None}, None),
+        ({"repetition": 0.85}, "repeat themselves more (distinct 4-gram share 1.00 -> 0.85)"),
+        ({"check_mean": None}, None),
+    ],
+)
+def test_alarms(change, alarm):
+    found = alarms({**CALM, **change}, max_length_ratio=2.0)
+    assert found == ([] if alarm is None else [a for a in found if alarm in a]) and len(found) == (alarm is not None)
+
+
+def test_inspect_scores_the_answers_with_the_check_and_against_the_previous_round():
+    prompts = [Prompt(f"q{i}", (Message("user", "answer in lowercase"),)) for i in range(2)]
+
+    def rows(texts, score):
+        return [{"prompt_id": f"q{i}", "text": t, "finished": True, "score": score} for i, t in enumerate(texts)]
+
+    base = rows(["Hello there", "Good day"], 0.2)
+    previous = rows(["hello there", "good day"], 0.5)
+    now = rows(["HELLO THERE FRIEND " * 3, "GOOD DAY " * 2], 0.9)  # reward up, lowercase check down, longer, looping
+    figures = inspect(prompts, base, previous, now, RewardSet(("rule:instructions",)), max_length_ratio=2.0)
+    assert (figures["check_mean"], figures["previous_check_mean"]) == (0.0, 1.0)
+    assert figures["length_ratio"] == pytest.approx((9 + 4) / 4)
+    assert len(figures["alarms"]) == 3 and "while the check fell" in figures["alarms"][0]
+    assert "times as long" in figures["alarms"][1] and "share 1.00 -> 0.75" in figures["alarms"][2]
+
+
+def test_best_round_prefers_the_check_then_the_reward():
+    evaluations = [(1, {"mean": 0.9, "guard": {"check_mean": 0.2}}), (2, {"mean": 0.1, "guard": {"check_mean": 0.5}})]
+    assert best_round(evaluations) == 2
+    assert best_round([(1, {"mean": 0.3, "guard": {}}), (2, {"mean": 0.4, "guard": {}})]) == 2
+    assert best_round([(1, {"prompts": 0})]) is None
+
+
+def test_guard_stop_ends_the_run_after_an_alarmed_round(tiny_model, prompts_file, tmp_path, monkeypatch):
+    real = tao.guard.inspect
+
+    def alarmed(*args, **kwargs):
+        return {**real(*args, **kwargs), "alarms": ["made up for the test"]}
+
+    monkeypatch.setattr(tao.guard, "inspect", alarmed)
+    run_dir = tmp_path / "run"
+    result = tao_run(prompts_file, tiny_model, run_dir, "--rounds", "3", "--set", "eval.guard=stop")
+    assert result.exit_code == 0, result.output
+    assert "reward-hacking guard: made up for the test" in result.output
+    assert "stopped: round 1 raised a reward-hacking alarm" in result.output and "best round" in result.output
+    assert len(RunPaths(run_dir).rounds()) == 1
+    again = tao_run(prompts_file, tiny_model, run_dir, "--rounds", "3", "--set", "eval.guard=stop")
+    assert again.exit_code == 0 and "stopped: round 1" in again.output and len(RunPaths(run_dir).rounds()) == 1
+    monkeypatch.setattr(tao.guard, "inspect", real)
+    going_on = tao_run(prompts_file, tiny_model, run_dir, "--rounds", "2", "--set", "eval.guard=warn")
+    assert going_on.exit_code == 0 and len(RunPaths(run_dir).rounds()) == 2
