@@ -2,98 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-import os
-import signal
 import sys
-import warnings
 from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
 from typing import Any
 
 import click
 
-from tao.errors import InputError, ResourceError
-
-
-def _friendly(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Bad input: one line on stderr and exit code 2, never a traceback. Out of memory: one line, exit 1.
-    Ctrl-C: how to resume."""
-
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        signal.signal(signal.SIGTERM, _terminate)
-        try:
-            return command(*args, **kwargs)
-        except InputError as exc:
-            click.echo(f"tao: error: {exc}", err=True)
-            sys.exit(2)
-        except ResourceError as exc:
-            click.echo(f"tao: error: {exc}", err=True)
-            sys.exit(1)
-        except OSError as exc:  # e.g. --run-dir names a file, or a directory we may not write
-            where = f"{exc.filename}: " if exc.filename else ""
-            click.echo(f"tao: error: {where}{exc.strerror or exc}", err=True)
-            sys.exit(2)
-        except Terminated:
-            click.echo("tao: stopped (SIGTERM); run the same command again to resume", err=True)
-            sys.exit(143)
-        except KeyboardInterrupt:
-            click.echo("tao: stopped (Ctrl-C); run the same command again to resume", err=True)
-            sys.exit(130)
-
-    return wrapper
-
-
-class Terminated(Exception):
-    """SIGTERM, raised where the process is, so that ``finally`` blocks run (engine closed, lock released);
-    the stage in progress is lost, its finished predecessors are on disk."""
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    raise Terminated
-
-
-def _quiet_libraries() -> None:
-    """Keep library chatter (load bars, experimental-feature notices) out of the user's terminal."""
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    # vLLM's engine runs in child processes, which inherit these: its start-up notices stay out of the terminal.
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
-    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
-    warnings.filterwarnings("ignore")
-    # bitsandbytes warns at import that an optional hub kernel package is missing; nothing to act on.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-
-
-def _config_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """``--config FILE`` and ``--set KEY=VALUE``, as every command that reads the config takes them."""
-    command = click.option(
-        "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, repeatable."
-    )(command)
-    return click.option(
-        "--config", "config_path", type=click.Path(path_type=Path), default=None, help="YAML config file."
-    )(command)
-
-
-def _config(
-    path: Path | None, overrides: tuple[str, ...], model: str | None, rewards: tuple[str, ...], changes: dict
-) -> Any:
-    """Defaults < --config < --set, then the flags that act like --set (--model, --reward, ...)."""
-    from tao.config import load_config, replace
-
-    if model is not None:
-        changes["model"] = {"name": model}
-    if rewards:
-        changes["reward"] = {"scorers": list(rewards)}
-    return replace(load_config(path, overrides), **changes)
+from tao import cli_versions
+from tao.cli_base import build_config, config_options, friendly, quiet_libraries
+from tao.errors import InputError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -129,9 +47,9 @@ def main() -> None:
     default=None,
     help="Run directory [default: runs/<prompts file name>].",
 )
-@_config_options
+@config_options
 @click.option("--quiet", is_flag=True, help="No progress bars or messages; only the per-round results.")
-@_friendly
+@friendly
 def run(
     prompts_path: Path,
     model: str | None,
@@ -145,9 +63,11 @@ def run(
     """Run the TAO loop on a prompts file (resumes an interrupted or extends a finished run)."""
     from tao.paths import default_run_dir
 
-    config = _config(config_path, overrides, model, rewards, {"run": {"rounds": rounds}} if rounds is not None else {})
+    config = build_config(
+        config_path, overrides, model, rewards, {"run": {"rounds": rounds}} if rounds is not None else {}
+    )
 
-    _quiet_libraries()
+    quiet_libraries()
     import torch
 
     from tao.console import Console
@@ -165,9 +85,9 @@ def run(
 @click.option("--adapter", type=click.Path(path_type=Path), default=None, help="A LoRA adapter dir to explore with.")
 @click.option("--reward", "rewards", multiple=True, metavar="SPEC[=WEIGHT]", help="Scorer, repeatable (as in run).")
 @click.option("--limit", type=int, default=0, help="Explore only the first N prompts [default: all].")
-@_config_options
+@config_options
 @click.option("--quiet", is_flag=True, help="No progress bars or messages; only the table.")
-@_friendly
+@friendly
 def explore(
     prompts_path: Path,
     out: Path,
@@ -180,10 +100,10 @@ def explore(
     quiet: bool,
 ) -> None:
     """Explore and score prompts without training: see what the strategies find before paying for an update."""
-    config = _config(config_path, overrides, model, rewards, {})
+    config = build_config(config_path, overrides, model, rewards, {})
     if adapter is not None and not (adapter / "adapter_model.safetensors").is_file():
         raise InputError("no adapter_model.safetensors; tao loads adapters from safetensors only", file=adapter)
-    _quiet_libraries()
+    quiet_libraries()
     from tao.console import Console
     from tao.loop import explore_file
     from tao.report import strategy_table
@@ -199,14 +119,14 @@ def explore(
 
 
 @main.command()
-@_config_options
-@_friendly
+@config_options
+@friendly
 def doctor(config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Check this machine: versions, CUDA, bitsandbytes 4-bit, vLLM, and the engine auto takes (exit 1: fix)."""
     from tao.config import load_config
 
     config = load_config(config_path, overrides)
-    _quiet_libraries()
+    quiet_libraries()
     from tao.doctor import diagnose, render
 
     findings = diagnose(config)
@@ -218,15 +138,15 @@ def doctor(config_path: Path | None, overrides: tuple[str, ...]) -> None:
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Labeled JSONL: prompt + completion.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output directory (adapter, manifest).")
 @click.option("--model", default=None, help="Base model: a local HF model dir or hub id [default: embedded SmolLM2].")
-@_config_options
+@config_options
 @click.option("--quiet", is_flag=True, help="No progress messages.")
-@_friendly
+@friendly
 def sft(
     data: Path, out: Path, model: str | None, config_path: Path | None, overrides: tuple[str, ...], quiet: bool
 ) -> None:
     """Supervised baseline: LoRA SFT on labeled answers, same base and adapter shape as `tao run`."""
-    config = _config(config_path, overrides, model, (), {})
-    _quiet_libraries()
+    config = build_config(config_path, overrides, model, (), {})
+    quiet_libraries()
     from tao.console import Console
     from tao.sft import train_sft
 
@@ -240,7 +160,7 @@ def sft(
 
 def _eval_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """What `tao eval` and `tao compare` share: items, scorers, base model, output, config."""
-    command = _config_options(command)
+    command = config_options(command)
     for option in reversed(
         [
             click.option("--prompts", "prompts_path", required=True, type=click.Path(path_type=Path), help="Items."),
@@ -266,7 +186,7 @@ def _eval_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @main.command(name="eval")
 @click.option("--model", "model_spec", required=True, help="base, a run / round / SFT directory, or an adapter dir.")
 @_eval_options
-@_friendly
+@friendly
 def eval_command(model_spec: str, **kwargs: Any) -> None:
     """Greedy answers of one model on the items, scored; per-item results and a summary."""
     _compare([model_spec], "eval", **kwargs)
@@ -275,7 +195,7 @@ def eval_command(model_spec: str, **kwargs: Any) -> None:
 @main.command()
 @click.argument("models", nargs=-1, required=True)
 @_eval_options
-@_friendly
+@friendly
 def compare(models: tuple[str, ...], **kwargs: Any) -> None:
     """Evaluate MODELS (base, run / round / SFT / adapter dirs) on the same items; report with 95% intervals.
 
@@ -294,8 +214,8 @@ def _compare(
     overrides: tuple[str, ...],
     quiet: bool,
 ) -> None:
-    config = _config(config_path, overrides, base, (), {})
-    _quiet_libraries()
+    config = build_config(config_path, overrides, base, (), {})
+    quiet_libraries()
     from tao.compare import evaluate_models, resolve_model, summarize, write_report
     from tao.console import Console
 
@@ -324,6 +244,9 @@ def _compare(
         click.echo(line)
     click.echo(f"wrote {out / 'report.md'}")
 
+
+main.add_command(cli_versions.models)
+main.add_command(cli_versions.export_command)
 
 if __name__ == "__main__":
     main()
