@@ -73,7 +73,7 @@ def show(version: str, root: Path, as_json: bool) -> None:
         click.echo(f"{pad}data: {_data(m)}")
         click.echo(f"{pad}scorers: {', '.join(m.get('scorers', [])) or '-'}")
         click.echo(f"{pad}settings: {_settings(m)}")
-        click.echo(f"{pad}held-out: {_held_out(m)}")
+        click.echo(f"{pad}held-out: {registry.held_out(m)}")
     base = v.manifest["base_model"]
     click.echo(f"{'  ' * len(chain)}base model {base['name']} ({base['path']}, sha256 {base['sha256'][:12]})")
     for path in reports:
@@ -158,6 +158,8 @@ def export_command(version: str, out: Path, merge: bool, root: Path) -> None:
 
 
 def _row(v: Any, status: str) -> dict:
+    from tao import registry
+
     m = v.manifest
     return {
         "version": v.name,
@@ -166,19 +168,10 @@ def _row(v: Any, status: str) -> dict:
         "base": m["base_model"]["name"],
         "parent": m.get("parent"),
         "created": m.get("created"),
-        "held_out": _held_out(m),
+        "held_out": registry.held_out(m),
         "weights": v.has_weights,
         "dir": str(v.dir),
     }
-
-
-def _held_out(m: dict) -> str:
-    ev = m.get("evaluation") or {}
-    if not ev.get("prompts"):
-        return "-"
-    diff = ev.get("difference") or {}
-    vs = f" ({diff['mean']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}])" if diff else ""
-    return f"{ev['mean']:.3f}{vs} n={ev['prompts']}"
 
 
 def _data(m: dict) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tao.errors import InputError
-from tao.registry import Version, lineage
+from tao.registry import Version, held_out, lineage
 from tao.storage import publish_dir, write_json, write_text
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -60,7 +60,7 @@ def model_card(root: Path, version: Version, out: Path, merge: bool) -> str:
     base = m["base_model"]
     chain = lineage(root, version)
     rows = "\n".join(f"| {v.name} | {v.kind} | {v.manifest.get('created', '')} | {_data(v.manifest)} | "
-                     f"{_metric(v.manifest)} |" for v in chain)  # fmt: skip
+                     f"{held_out(v.manifest)} |" for v in chain)  # fmt: skip
     serve = (
         f"    vllm serve {out}\n\n    AutoModelForCausalLM.from_pretrained('{out}')"
         if merge
@@ -113,15 +113,6 @@ def _data(m: dict[str, Any]) -> str:
     if "data" in m:
         return f"{m['data']['examples']} labeled examples, sha256 {m['data']['sha256'][:12]}"
     return "-"
-
-
-def _metric(m: dict[str, Any]) -> str:
-    ev = m.get("evaluation") or {}
-    if not ev.get("prompts"):
-        return "not evaluated"
-    diff = ev.get("difference") or {}
-    vs = f", vs base {diff['mean']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]" if diff else ""
-    return f"reward {ev['mean']:.3f} on {ev['prompts']} prompts{vs}"
 
 
 def _slug(name: str) -> str:

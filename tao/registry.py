@@ -204,5 +204,15 @@ def gc(root: Path, keep: int, dry_run: bool = False) -> list[Version]:
     return collected
 
 
+def held_out(manifest: dict) -> str:
+    """A version's held-out figures in one phrase: mean reward, paired difference to the base, prompts."""
+    ev = manifest.get("evaluation") or {}
+    if not ev.get("prompts"):
+        return "not evaluated"
+    diff = ev.get("difference") or {}
+    vs = f", vs base {diff['mean']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]" if diff else ""
+    return f"reward {ev['mean']:.3f} on {ev['prompts']} prompts{vs}"
+
+
 def _who() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"

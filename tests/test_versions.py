@@ -1,0 +1,159 @@
+"""`tao models` and `tao export` on a real two-round run and an SFT run of the tiny model."""
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+from tao import registry
+from tao.paths import RunPaths
+from tao.storage import read_jsonl
+from tests.conftest import cli, write_jsonl
+from tests.test_loop import tao_run
+
+
+@pytest.fixture(scope="module")
+def versions(tiny_model, tmp_path_factory):
+    """runs/support (two rounds) and runs/sft-baseline, built once; tests copy it before changing anything."""
+    root = tmp_path_factory.mktemp("versions") / "runs"
+    prompts = write_jsonl(
+        root.parent / "logs.jsonl", [{"prompt": f"say something {i}", "id": f"p{i}"} for i in range(12)]
+    )
+    assert tao_run(prompts, tiny_model, root / "support", "--rounds", "2").exit_code == 0
+    labeled = write_jsonl(root.parent / "labeled.jsonl", [{"prompt": f"say {i}", "completion": "ok"} for i in range(4)])
+    assert (
+        cli("sft", "--data", labeled, "--out", root / "sft-baseline", "--model", tiny_model, "--quiet").exit_code == 0
+    )
+    return root
+
+
+@pytest.fixture
+def root(versions, tmp_path):
+    return shutil.copytree(versions, tmp_path / "runs")
+
+
+def listed(root):
+    result = cli("models", "list", "--runs", root, "--json")
+    assert result.exit_code == 0, result.output
+    return {row["version"]: row for row in map(json.loads, result.output.splitlines())}
+
+
+def test_list_and_show_the_lineage_of_two_rounds_and_an_sft_run(versions):
+    rows = listed(versions)
+    assert set(rows) == {"support/round-0001", "support/round-0002", "sft-baseline"}
+    assert [rows[v]["kind"] for v in sorted(rows)] == ["sft", "tao-round", "tao-round"]
+    assert rows["support/round-0002"]["parent"] == "support/round-0001" and rows["support/round-0001"]["parent"] is None
+    assert all(r["status"] == "candidate" and r["weights"] and r["base"] for r in rows.values())
+    assert rows["support/round-0002"]["held_out"].startswith("reward ")  # the round's held-out evaluation
+
+    shown = cli("models", "show", "support/round-0002", "--runs", versions)
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert lines[0].startswith("support/round-0002 (tao-round, candidate")
+    assert any(line.startswith("  support/round-0001 (tao-round") for line in lines)
+    assert any(line.strip().startswith("base model") and "sha256" in line for line in lines)
+    chain = json.loads(cli("models", "show", "support/round-0002", "--runs", versions, "--json").output)["lineage"]
+    assert [m["version"] for m in chain] == ["support/round-0002", "support/round-0001"]
+    assert chain[0]["prompts"]["sha256"] == chain[1]["prompts"]["sha256"]
+
+    diff = cli("models", "diff", "support/round-0001", "sft-baseline", "--runs", versions)
+    assert diff.exit_code == 0 and "kind: tao-round -> sft" in diff.output and "data.examples: - -> 4" in diff.output
+    assert "nothing but" in cli("models", "diff", "sft-baseline", "sft-baseline", "--runs", versions).output
+    unknown = cli("models", "show", "support/round-0009", "--runs", versions)
+    assert unknown.exit_code == 2 and "no version 'support/round-0009'" in unknown.output
+
+
+def promoted(root, name="default"):
+    state = registry.read_state(root)
+    statuses = [registry.status(state, v) for v in registry.discover(root)]
+    return state["promoted"].get(name), statuses.count("promoted")
+
+
+def test_promote_and_rollback_move_one_pointer(root):
+    assert cli("models", "promote", "support/round-0001", "--runs", root).exit_code == 0
+    assert cli("models", "promote", "support/round-0002", "--runs", root).exit_code == 0
+    assert promoted(root) == ("support/round-0002", 1)
+    assert listed(root)["support/round-0001"]["status"] == "retired"
+    back = cli("models", "rollback", "--runs", root)
+    assert back.exit_code == 0 and "default -> support/round-0001" in back.output
+    assert promoted(root) == ("support/round-0001", 1)
+    again = cli("models", "rollback", "--runs", root)
+    assert again.exit_code == 2 and "nothing to roll back to" in again.output
+    assert cli("models", "promote", "sft-baseline", "--runs", root, "--name", "baseline").exit_code == 0
+    state = registry.read_state(root)
+    assert state["promoted"] == {"default": "support/round-0001", "baseline": "sft-baseline"}
+    assert all(e["by"] and e["at"] for e in state["history"]) and len(state["history"]) == 4
+
+
+def test_a_crash_while_promoting_leaves_the_old_pointer(root, monkeypatch):
+    assert cli("models", "promote", "support/round-0001", "--runs", root).exit_code == 0
+    before = (root / "registry.json").read_bytes()
+
+    def power_cut(src, dst):
+        raise OSError(5, "Input/output error")  # the new state was written aside, but never put in place
+
+    monkeypatch.setattr(os, "replace", power_cut)
+    failed = cli("models", "promote", "support/round-0002", "--runs", root)
+    monkeypatch.undo()
+    assert failed.exit_code == 2 and "Input/output error" in failed.output
+    assert (root / "registry.json").read_bytes() == before and promoted(root) == ("support/round-0001", 1)
+
+
+def test_gc_removes_old_weights_but_keeps_manifests_and_the_promoted(root):
+    assert cli("models", "promote", "sft-baseline", "--runs", root).exit_code == 0
+    dry = cli("models", "gc", "--keep", "1", "--runs", root, "--dry-run")
+    assert dry.exit_code == 0 and "would remove the weights of support/round-0001" in dry.output
+    assert (root / "support/round-0001/adapter").is_dir()
+    gone = cli("models", "gc", "--keep", "1", "--runs", root)
+    assert gone.exit_code == 0 and "1 version(s)" in gone.output
+    rows = listed(root)
+    assert not rows["support/round-0001"]["weights"] and (root / "support/round-0001/manifest.json").is_file()
+    assert rows["support/round-0002"]["weights"] and rows["sft-baseline"]["weights"]  # newest, and promoted
+    refused = cli("models", "promote", "support/round-0001", "--runs", root)
+    assert refused.exit_code == 2 and "no weights" in refused.output
+
+
+def greedy(model, tokenizer, chats, max_new_tokens=8):
+    texts = []
+    for chat in chats:
+        ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        with torch.no_grad():
+            out = model.generate(
+                **ids, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id
+            )
+        texts.append(tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True))
+    return texts
+
+
+def test_exported_adapter_and_merged_model_answer_as_the_round(root, tiny_model, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    rp = RunPaths(root / "support").round(2)
+    plan = json.loads(rp.plan.read_text())
+    chats = [item["messages"] for item in plan["eval_prompts"]]
+    expected = [r["text"] for r in read_jsonl(rp.eval)]  # the run's own greedy answers, in plan order
+
+    out = cli("export", "support/round-0002", "--out", tmp_path / "adapter", "--runs", root)
+    assert out.exit_code == 0, out.output
+    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == [
+        "README.md", "adapter_config.json", "adapter_model.safetensors", "tao_manifest.json"]  # fmt: skip
+    card = (tmp_path / "adapter/README.md").read_text()
+    assert "support/round-0002" in card and "support/round-0001" in card and "--lora-modules" in card
+    assert json.loads((tmp_path / "adapter/tao_manifest.json").read_text())["base_model"]["sha256"] in card
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), tmp_path / "adapter")
+    assert greedy(peft_model.eval(), tokenizer, chats) == expected
+
+    merged = cli("export", "support/round-0002", "--out", tmp_path / "merged", "--merge", "--runs", root)
+    assert merged.exit_code == 0, merged.output
+    assert not list((tmp_path / "merged").glob("*.bin")) and list((tmp_path / "merged").glob("*.safetensors"))
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    assert not hasattr(plain, "peft_config") and next(plain.parameters()).dtype == torch.float32
+    merged_tokenizer = AutoTokenizer.from_pretrained(tmp_path / "merged")
+    assert greedy(plain.eval(), merged_tokenizer, chats) == expected
+
+    again = cli("export", "support/round-0002", "--out", tmp_path / "merged", "--runs", root)
+    assert again.exit_code == 2 and "already exists" in again.output
