@@ -247,6 +247,8 @@ def _compare(
 
 main.add_command(cli_versions.models)
 main.add_command(cli_versions.export_command)
+main.add_command(cli_versions.serve)
+main.add_command(cli_versions.chat)
 
 if __name__ == "__main__":
     main()

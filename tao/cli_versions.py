@@ -157,6 +157,59 @@ def export_command(version: str, out: Path, merge: bool, root: Path) -> None:
     click.echo(f"wrote {export(root, v, out, merge)} ({'merged model' if merge else 'adapter'}, README.md card)")
 
 
+@click.command()
+@click.argument("version")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (localhost only by default).")
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--builtin", is_flag=True, help="The built-in transformers server even where vLLM could run.")
+@RUNS
+@friendly
+def serve(version: str, host: str, port: int, builtin: bool, root: Path) -> None:
+    """An OpenAI-compatible endpoint for VERSION: vLLM's server on a GPU, else a small built-in one."""
+    import os
+
+    from tao import registry
+
+    v = registry.find(root, version)
+    quiet_libraries()
+    from rollouts.engine import vllm_problem
+    from tao.console import Console
+    from tao.model import device
+    from tao.serve import load, make_server, model_id, vllm_command
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"tao: warning: binding to {host}: anyone who can reach it can query the model", err=True)
+    cuda = device().type == "cuda"
+    if not builtin and cuda and vllm_problem("none", cuda) is None:
+        command = vllm_command(v, host, port)
+        click.echo(f"starting vLLM: {' '.join(command)}", err=True)
+        os.execvp(command[0], command)
+    server = make_server(load(v, Console(quiet=True)), host, port)
+    click.echo(f"serving {v.name} as model {model_id(v)!r} at http://{host}:{server.server_port}/v1 (built-in)")
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+@click.command()
+@click.argument("version")
+@RUNS
+@friendly
+def chat(version: str, root: Path) -> None:
+    """A quick terminal conversation with VERSION (greedy answers; an empty line ends it)."""
+    from tao import registry
+
+    v = registry.find(root, version)
+    quiet_libraries()
+    from tao.console import Console
+    from tao.serve import chat as talk
+    from tao.serve import load
+
+    console = Console(quiet=True)
+    talk(load(v, console), console)
+
+
 def _row(v: Any, status: str) -> dict:
     from tao import registry
 

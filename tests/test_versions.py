@@ -157,3 +157,61 @@ def test_exported_adapter_and_merged_model_answer_as_the_round(root, tiny_model,
 
     again = cli("export", "support/round-0002", "--out", tmp_path / "merged", "--runs", root)
     assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_builtin_server_answers_a_chat_completion_on_localhost_as_the_round(versions):
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from tao.console import Console
+    from tao.serve import load, make_server
+
+    version = registry.find(versions, "support/round-0002")
+    rp = RunPaths(versions / "support").round(2)
+    item = json.loads(rp.plan.read_text())["eval_prompts"][0]
+    expected = next(r["text"] for r in read_jsonl(rp.eval) if r["prompt_id"] == item["id"])
+    server = make_server(load(version, Console(quiet=True)), "127.0.0.1", 0)
+    assert server.server_address[0] == "127.0.0.1"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/v1"
+
+    def post(payload):
+        request = urllib.request.Request(
+            f"{url}/chat/completions", json.dumps(payload).encode(), {"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    try:
+        with urllib.request.urlopen(f"{url}/models", timeout=10) as response:
+            assert json.loads(response.read())["data"][0]["id"] == "support-round-0002"
+        status, reply = post({"model": "support-round-0002", "messages": item["messages"], "temperature": 0})
+        assert status == 200 and reply["object"] == "chat.completion"
+        assert reply["choices"][0]["message"] == {"role": "assistant", "content": expected}
+        status, reply = post({"messages": [{"role": "robot", "content": "hi"}]})
+        assert status == 400 and "role must be one of" in reply["error"]["message"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_chat_answers_each_line_with_the_version(versions, tiny_model):
+    from click.testing import CliRunner
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tao.cli import main
+
+    result = CliRunner().invoke(main, ["chat", "support/round-0002", "--runs", str(versions)], input="hello\n\n")
+    assert result.exit_code == 0, result.output
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_model), versions / "support/round-0002/adapter"
+    )
+    [expected] = greedy(
+        model.eval(), AutoTokenizer.from_pretrained(tiny_model), [[{"role": "user", "content": "hello"}]]
+    )
+    assert result.output.startswith("chatting with support/round-0002") and expected in result.output

@@ -149,3 +149,22 @@ def test_an_explicit_vllm_engine_is_taken_here():
     assert vllm_problem("none", cuda=False) is None
     assert choose_engine(replace(Config(), rollout={"engine": "vllm"}), cuda=False).name == "vllm"
     assert "4-bit" in vllm_problem("nf4", cuda=False)
+
+
+def test_vllm_loads_an_exported_adapter_and_answers_as_transformers(vllm_engine, hf_engine, adapter, tmp_path):
+    import shutil
+
+    from tao.export import export
+    from tao.registry import Version
+
+    version_dir = tmp_path / "runs" / "sft-x"
+    shutil.copytree(adapter, version_dir / "adapter")
+    manifest = {"kind": "sft", "created": "now", "base_model": {"name": "lively", "path": "x", "sha256": "0" * 64}}
+    manifest |= {
+        "adapter_shape": {"r": 8, "lora_alpha": 16, "target_modules": []},
+        "data": {"examples": 1, "sha256": "0"},
+    }
+    out = export(tmp_path / "runs", Version("sft-x", version_dir, manifest), tmp_path / "exported", merge=False)
+    ours = vllm_engine.generate(prompts(6), GREEDY, out)
+    theirs = hf_engine.generate(prompts(6), GREEDY, adapter)
+    assert [c.token_ids for c in ours] == [c.token_ids for c in theirs]
