@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from tao import cli_versions
+from tao import cli_reward, cli_versions
 from tao.cli_base import build_config, config_options, friendly, quiet_libraries
 from tao.errors import InputError
 
@@ -249,6 +249,7 @@ main.add_command(cli_versions.models)
 main.add_command(cli_versions.export_command)
 main.add_command(cli_versions.serve)
 main.add_command(cli_versions.chat)
+main.add_command(cli_reward.reward)
 
 if __name__ == "__main__":
     main()

@@ -150,6 +150,22 @@ class SftConfig:
 
 
 @dataclass(frozen=True)
+class RewardModelConfig:
+    """`tao reward train`: a reward model (trl's RewardTrainer, LoRA on the base) on preference pairs."""
+
+    holdout: float = 0.2  # share of prompts whose pairs are held out to measure pairwise accuracy (seeded)
+    learning_rate: float = 1e-4
+    epochs: int = 1  # passes over the training pairs
+    batch_size: int = 8  # pairs per optimizer step
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.holdout < 1, "holdout", "must be in [0, 1)")
+        _require(self.learning_rate > 0, "learning_rate", "must be > 0")
+        _require(self.epochs >= 1, "epochs", "must be >= 1")
+        _require(self.batch_size >= 1, "batch_size", "must be >= 1")
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """Greedy evaluation on held-out prompts, before the first round and after each."""
 
@@ -187,6 +203,7 @@ class Config:
     update: UpdateConfig = field(default_factory=UpdateConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     sft: SftConfig = field(default_factory=SftConfig)
+    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:

@@ -152,12 +152,13 @@ def lora_targets(lora: LoraConfig) -> str | list[str]:
     return [t.strip() for t in lora.target_modules.split(",") if t.strip()]
 
 
-def peft_lora_config(lora: LoraConfig) -> Any:
-    """peft's LoraConfig for ``lora``: the one adapter shape of runs and of the SFT baseline."""
+def peft_lora_config(lora: LoraConfig, task_type: str = "CAUSAL_LM") -> Any:
+    """peft's LoraConfig for ``lora``: the one adapter shape of runs, the SFT baseline and reward models
+    (``SEQ_CLS``: peft then also trains the new scoring head in full)."""
     from peft import LoraConfig as PeftLoraConfig
 
     return PeftLoraConfig(
-        r=lora.rank, lora_alpha=lora.alpha, lora_dropout=0.0, target_modules=lora_targets(lora), task_type="CAUSAL_LM"
+        r=lora.rank, lora_alpha=lora.alpha, lora_dropout=0.0, target_modules=lora_targets(lora), task_type=task_type
     )
 
 

@@ -131,6 +131,15 @@ def jsonl_lines(path: Path, digest: Any) -> Iterator[tuple[int, str]]:
                 yield number, text
 
 
+def jsonl_objects(path: Path, digest: Any) -> Iterator[tuple[int, Any]]:
+    """The file's non-blank lines parsed as JSON, with their numbers; invalid JSON names its line."""
+    for number, raw in jsonl_lines(path, digest):
+        try:
+            yield number, json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"invalid JSON ({exc.msg} at column {exc.colno})", file=path, line=number) from None
+
+
 def parse_line(raw: str, path: Path, number: int) -> Prompt:
     def bad(problem: str, name: str | None = None) -> InputError:
         return InputError(problem, file=path, line=number, field=name)

@@ -90,8 +90,13 @@ class Version:
         return self.dir / "adapter"
 
     @property
+    def weights(self) -> Path:
+        """The adapter of a round or SFT output; a reward model's merged model directory."""
+        return self.dir / ("model" if self.kind == "reward-model" else "adapter")
+
+    @property
     def has_weights(self) -> bool:
-        return any(self.adapter.glob("*.safetensors"))
+        return any(self.weights.glob("*.safetensors"))
 
     def parent_dir(self) -> Path | None:
         """A round's parent round directory (same run), None for a first round or another kind."""
@@ -199,7 +204,7 @@ def gc(root: Path, keep: int, dry_run: bool = False) -> list[Version]:
                 collected.append(v)
                 if not dry_run:
                     trash = v.dir / ".adapter.gc"
-                    os.replace(v.adapter, trash)  # atomic: the version is whole or without weights
+                    os.replace(v.weights, trash)  # atomic: the version is whole or without weights
                     shutil.rmtree(trash)
     return collected
 

@@ -48,6 +48,8 @@ def load(version: Version, console: Console) -> Chatbot:
     from rollouts.transformers_engine import TransformersGenerator
     from tao.model import Policy, resolve_base
 
+    if version.kind == "reward-model":
+        raise InputError(f"{version.name} is a reward model: it scores answers, it does not write them")
     if not version.has_weights:
         raise InputError(f"{version.name} has no weights (collected by `tao models gc`)")
     saved = version.manifest.get("config", {})

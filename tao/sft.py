@@ -20,7 +20,7 @@ from tao.config import Config, to_dict
 from tao.console import Console
 from tao.errors import InputError
 from tao.model import check_lora_targets, load_base, load_tokenizer, peft_lora_config, resolve_base
-from tao.prompts import Prompt, jsonl_lines, parse_line
+from tao.prompts import Prompt, jsonl_objects, parse_line
 from tao.storage import publish_dir, write_json
 from tao.training import lora_in_fp32_on_cpu, trainer_settings
 
@@ -29,11 +29,7 @@ def load_labeled(path: Path) -> tuple[str, list[tuple[Prompt, str]]]:
     """The file's sha256 and its (prompt, answer) pairs; a bad line is an InputError naming file, line, field."""
     digest = hashlib.sha256()
     examples = []
-    for number, raw in jsonl_lines(path, digest):
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"invalid JSON ({exc.msg} at column {exc.colno})", file=path, line=number) from None
+    for number, obj in jsonl_objects(path, digest):
         messages = obj.get("messages") if isinstance(obj, dict) else None
         if (
             isinstance(messages, list)

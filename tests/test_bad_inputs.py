@@ -26,6 +26,7 @@ class Case:
 
 RUN = ("run", "--prompts", "{tmp}/p.jsonl", "--run-dir", "{tmp}/run", "--model", "{model}")
 SFT = ("sft", "--data", "{tmp}/l.jsonl", "--out", "{tmp}/sft", "--model", "{model}")
+PAIRS = ("reward", "train", "--pairs", "{tmp}/pairs.jsonl", "--out", "{tmp}/rm", "--model", "{model}")
 EXPLORE = ("explore", "--prompts", "{tmp}/p.jsonl", "--out", "{tmp}/out.jsonl", "--model", "{model}")
 
 CASES = [
@@ -87,6 +88,11 @@ CASES = [
          "expected a non-empty string", "completion", ("sft",)),
     Case("labeled: truncated", {"l.jsonl": '{"prompt": "a", "completion": "b"}\n{"prompt"'}, SFT,
          "invalid JSON", "l.jsonl:2", ("sft",)),
+    # preference pairs (tao reward train)
+    Case("pairs: same answers", {"pairs.jsonl": '{"prompt": "p", "chosen": "a", "rejected": "a"}\n'}, PAIRS,
+         "chosen and rejected are the same answer", "pairs.jsonl:1", ("rm",)),
+    Case("pairs: no rejected", {"pairs.jsonl": '{"prompt": "p", "chosen": "a"}\n'}, PAIRS, 'missing "rejected"',
+         "pairs.jsonl:1", ("rm",)),
     # files tao wrote, damaged since
     Case("run.json not JSON", {"p.jsonl": GOOD, "run/run.json": "{oops", "run/split.json": "{}"}, RUN,
          "cannot read", "run.json"),
@@ -131,4 +137,4 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, tiny_mo
 def test_the_table_covers_every_kind_of_file():
     assert len(CASES) >= 25
     kinds = {c.args[0] for c in CASES} | {k.split(".")[-1] for c in CASES for k in c.files}
-    assert {"run", "sft", "explore", "jsonl", "yaml", "txt", "json", "bin"} <= kinds
+    assert {"run", "sft", "explore", "reward", "jsonl", "yaml", "txt", "json", "bin"} <= kinds
