@@ -4,6 +4,8 @@ A scorer spec is ``SPEC[=WEIGHT]``:
 
     rule:NAME[:ARG]          a built-in rule (reward/rules.py)
     rm:DIR                   a reward model directory (sequence classification, one output)
+    judge:RUBRIC[@MODEL]     an LLM judge rating each answer against a rubric file (reward/judge.py)
+    judge_group:RUBRIC[@MODEL]  the judge scoring a prompt's candidates together, relative to each other
     module:function          a Python function with trl's reward signature (reward/function.py)
     path/to/file.py:function the same, loaded from a file
 
@@ -51,8 +53,13 @@ def split_weight(text: str) -> tuple[str, float]:
     return text.strip(), 1.0
 
 
-def build_scorer(spec: str, trust_remote_code: bool = False) -> Scorer:
+def build_scorer(spec: str, trust_remote_code: bool = False, base_model: str = "default") -> Scorer:
+    """The scorer a spec names; a judge without ``@MODEL`` is ``base_model`` (the run's base)."""
     kind, _, rest = spec.partition(":")
+    if kind in ("judge", "judge_group") and rest:
+        from reward.judge import JudgeScorer
+
+        return JudgeScorer(spec, kind == "judge_group", base_model, trust_remote_code)
     if spec == "rule:majority_number":
         return MajorityScorer()
     if kind == "rule":
@@ -64,19 +71,19 @@ def build_scorer(spec: str, trust_remote_code: bool = False) -> Scorer:
         return RewardModelScorer(spec, Path(rest), trust_remote_code)
     if rest:
         return FunctionScorer(spec, load_function(spec, spec))
-    raise InputError("expected rule:NAME, rm:DIR, or module:function", field=spec)
+    raise InputError("expected rule:NAME, rm:DIR, judge:RUBRIC, judge_group:RUBRIC, or module:function", field=spec)
 
 
 class RewardSet:
     """Several scorers with weights, scoring candidates into :class:`Score`\\ s."""
 
-    def __init__(self, specs: Sequence[str], trust_remote_code: bool = False):
+    def __init__(self, specs: Sequence[str], trust_remote_code: bool = False, base_model: str = "default"):
         if not specs:
             raise InputError("at least one scorer is needed", field="reward")
         self.weighted: list[tuple[Scorer, float]] = []
         for text in specs:
             spec, weight = split_weight(text)
-            self.weighted.append((build_scorer(spec, trust_remote_code), weight))
+            self.weighted.append((build_scorer(spec, trust_remote_code, base_model), weight))
         names = [s.name for s, _ in self.weighted]
         if len(set(names)) != len(names):
             raise InputError("a scorer is listed twice; give it one weight", field="reward")

@@ -58,7 +58,7 @@ def evaluate_models(
 ) -> tuple[list[Prompt], dict[str, list[dict]]]:
     """Every model's scored greedy answer to every item; rows carry the item's categories."""
     prompt_file = load_prompts(prompts_path)
-    rewards = RewardSet(scorers, config.model.trust_remote_code)
+    rewards = RewardSet(scorers, config.model.trust_remote_code, config.model.name)
     base = resolve_base(config.model, console)
     for spec in specs:
         if spec.base_sha256 and spec.base_sha256 != base.sha256:

@@ -50,7 +50,7 @@ class Run:
 
     def scorers(self, specs: tuple[str, ...], config: Config) -> RewardSet:
         if specs not in self.rewards:
-            self.rewards[specs] = RewardSet(specs, config.model.trust_remote_code)
+            self.rewards[specs] = RewardSet(specs, config.model.trust_remote_code, config.model.name)
         return self.rewards[specs]
 
 
@@ -58,7 +58,11 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
     """Run (or resume) the loop; returns the manifests of the rounds finished by this call."""
     # Every check of the input (files, settings, scorers, model) comes before anything is written.
     prompt_file = load_prompts(prompts_path)
-    rewards = {s: RewardSet(s, config.model.trust_remote_code) for s in (config.reward.scorers, config.eval.check) if s}
+    rewards = {
+        s: RewardSet(s, config.model.trust_remote_code, config.model.name)
+        for s in (config.reward.scorers, config.eval.check)
+        if s
+    }
     strategies.load_strategies(config.rollout.strategies, config.rollout.num_candidates)
     base = resolve_base(config.model, console)
     check_lora_targets(base, config.model, config.lora)
@@ -105,7 +109,7 @@ def explore_file(
     Writes the scored candidates to ``out`` (JSONL rows as in a round's candidates.jsonl) and returns the
     score figures, per strategy included."""
     prompt_file = load_prompts(prompts_path)
-    rewards = RewardSet(config.reward.scorers, config.model.trust_remote_code)
+    rewards = RewardSet(config.reward.scorers, config.model.trust_remote_code, config.model.name)
     chosen = strategies.load_strategies(config.rollout.strategies, config.rollout.num_candidates)
     base = resolve_base(config.model, console)
     policy = Policy(base, config.model, config.lora)
@@ -204,7 +208,12 @@ def score(rp: RoundPaths, ctx: Run, config: Config, rewards: RewardSet, prompts:
             field="reward.scorers",
         )
     write_jsonl(rp.candidates, rows)
-    return report.score_stats(rows, config.update.min_spread)
+    stats = report.score_stats(rows, config.update.min_spread)
+    unparsed = {s.name: s.unparsed for s, _ in rewards.weighted if getattr(s, "unparsed", 0)}
+    if unparsed:  # a judge that did not answer in the asked format: those candidates have no opinion from it
+        stats["unparsed"] = unparsed
+        ctx.console.warn(f"round {rp.index}: judge output not understood for {unparsed} candidate(s); scored None")
+    return stats
 
 
 def update(

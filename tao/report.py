@@ -19,12 +19,20 @@ def score_stats(rows: list[dict], min_spread: float) -> dict:
             scores.append(row["score"])
     scored = [s for g in groups.values() for s in g]
     best = [max(g) for g in groups.values() if g]
+    parts: dict[str, list[float]] = {}
+    for row in rows:
+        for name, value in row.get("scores", {}).items():
+            parts.setdefault(name, [])
+            if value is not None:
+                parts[name].append(value)
     return {
         "candidates": len(rows),
         "unscored": len(rows) - len(scored),
         "mean": mean(scored) if scored else None,
+        "per_scorer_mean": {name: mean(v) if v else None for name, v in parts.items()},
         "best_of_group_mean": mean(best) if best else None,
         "groups": len(groups),
+        "groups_all_same": sum(len(set(g)) <= 1 for g in groups.values()),
         "groups_with_signal": sum(has_signal(g, min_spread) for g in groups.values()),
         "strategies": strategy_stats(rows, min_spread),
     }
@@ -150,5 +158,15 @@ def render(paths: RunPaths) -> str:
         ]
         timing = ", ".join(f"{k} {_duration(v.get('seconds', 0))}" for k, v in metrics.items())
         lines.append(f"Stage times of the last round: {timing}.")
+        score, update = metrics["score"], metrics["update"]
+        per = ", ".join(f"{k} {_fmt(v)}" for k, v in score.get("per_scorer_mean", {}).items())
+        lines.append(
+            f"Explored candidates of the last round, mean per scorer: {per}; groups whose candidates all scored "
+            f"the same: {score.get('groups_all_same', 'n/a')}/{score['groups']}; trained groups: "
+            f"{update.get('groups_trained')}, skipped for no signal: {update.get('groups_skipped')}."
+        )
+        alarms = metrics["evaluate"].get("guard", {}).get("alarms", [])
+        if alarms:
+            lines.append("**Reward-hacking guard alarms of the last round:** " + "; ".join(alarms) + ".")
         lines += ["", *strategy_table(metrics)]
     return "\n".join(lines) + "\n"
