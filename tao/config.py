@@ -118,7 +118,7 @@ class UpdateConfig:
     """The GRPO update (trl's GRPOTrainer) on the explored candidates."""
 
     learning_rate: float = 2e-5
-    beta: float = 0.02  # KL weight towards the round's starting adapter
+    beta: float = 0.02  # KL weight towards the base model
     epochs: int = 1  # optimizer passes over each batch of candidates (trl's num_iterations: later passes are clipped)
     prompts_per_step: int = 4  # prompt groups per optimizer step
     group_size: int = 0  # candidates trained per group, the most spread scores first; 0 = all of them

@@ -148,8 +148,6 @@ def grpo_update(
     if not useful:
         return stats
     from datasets import Dataset
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOConfig, GRPOTrainer
@@ -189,15 +187,13 @@ def grpo_update(
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(_step_bar(console))
-    resume = get_last_checkpoint(str(scratch)) if scratch.is_dir() else None  # left by an update that was killed
-    if resume:
-        # transformers restores a PEFT model's adapters from a checkpoint's subfolders only when it has any (trl's
-        # "ref" adapter, with beta > 0), skipping the trained adapter at its root: load that one here.
-        weights = load_file(str(Path(resume) / "adapter_model.safetensors"))
-        set_peft_model_state_dict(trainer.model, weights, adapter_name="default")
-    trainer.train(resume_from_checkpoint=resume)
     if "ref" in getattr(trainer.model, "peft_config", {}):
-        trainer.model.delete_adapter("ref")  # trl's frozen copy of the starting adapter, the KL reference
+        # trl's KL reference for a continued adapter is a frozen copy of it: the round's start. Without it trl
+        # takes the base model (adapters off), so the KL term holds every round to the base and drift cannot
+        # accumulate over the flywheel's rounds.
+        trainer.model.delete_adapter("ref")
+    resume = get_last_checkpoint(str(scratch)) if scratch.is_dir() else None  # left by an update that was killed
+    trainer.train(resume_from_checkpoint=resume)
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     stats.update(
         resumed_from_step=int(Path(resume).name.split("-")[-1]) if resume else 0,

@@ -152,3 +152,22 @@ def test_several_passes_reuse_the_replayed_candidates_without_generating_again(p
             del model.generate
         assert sum(calls) == 4 * 4  # every candidate replayed exactly once, whatever the number of passes
     assert steps == {1: 2, 3: 6}
+
+
+def test_the_kl_reference_of_a_continued_adapter_is_the_base_model(policy, tmp_path, monkeypatch):
+    """trl would keep a frozen copy of the round's starting adapter as the reference; tao removes it so that
+    the KL term (adapters disabled) holds every round to the base model."""
+    groups = make_groups(policy, [[0.0, 1.0, 0.0, 1.0], [0.2, 0.2, 0.9, 0.1]])
+    with policy.attached(None, trainable=True, seed=0) as model:
+        model.save_pretrained(tmp_path / "parent")  # a first round's adapter
+    adapters_seen = []
+
+    def recording(prompts, completions, tao_reward, **kwargs):
+        adapters_seen.append(sorted(trainer_model.peft_config))
+        return list(tao_reward)
+
+    monkeypatch.setattr(tao.training, "tao_reward", recording)
+    config = replace(CONFIG, update={"beta": 0.5})
+    with policy.attached(tmp_path / "parent", trainable=True, seed=0) as trainer_model:
+        stats = grpo_update(trainer_model, policy.tokenizer, groups, config, tmp_path / "s", Console(True))
+    assert stats["steps"] == 1 and adapters_seen == [["default"]] and stats["kl"] is not None
