@@ -176,6 +176,17 @@ def models_at(budgets: list[float], work: Path) -> dict[str, dict[float, dict]]:
     return out
 
 
+def answer_shape(texts: dict[str, str], base: dict[str, str]) -> dict:
+    """What the held-out answers look like, next to the base model's: a model gaming the checker with
+    content-free answers ('<<title>>', '```') scores well on it, and shows here."""
+    words = [len(t.split()) for t in texts.values()]
+    return {
+        "mean_words": sum(words) / len(words),
+        "under_10_words": sum(w < 10 for w in words) / len(words),
+        "unchanged_vs_base": sum(texts[k] == base.get(k) for k in texts) / len(texts),
+    }
+
+
 def tao_rounds(work: Path) -> list[dict]:
     """When each round finished, and what its update did (groups trained and skipped, steps, KL)."""
     out = []
@@ -217,15 +228,20 @@ def evaluate(args: argparse.Namespace, work: Path, heldout: list[dict], budgets:
     command = [sys.executable, "-m", "tao.cli", "compare", *specs, "--prompts", str(work / "heldout.jsonl")]
     command += ["--by", "rule:all_instructions", "--out", str(work / "compare"), "--quiet", "--base", args.model]
     started = time.perf_counter()
-    subprocess.run(command, check=True, cwd=ROOT)
-    report = json.loads((work / "compare" / "report.json").read_text())
+    done = work / "compare" / "report.json"
+    if not done.is_file() or set(specs) - set(json.loads(done.read_text())["models"]):
+        subprocess.run(command, check=True, cwd=ROOT)  # an earlier evaluation of the same models is reused
+    report = json.loads(done.read_text())
     by_id = {i["id"]: i for i in heldout}
-    level = {}
+    level, answers = {}, {}
     for f in sorted((work / "compare").glob("items-*.jsonl")):
-        level[json.loads(f.read_text().splitlines()[0])["model"]] = instruction_level(f, by_id)
+        rows = [json.loads(line) for line in f.read_text().splitlines()]
+        level[rows[0]["model"]] = instruction_level(f, by_id)
+        answers[rows[0]["model"]] = {r["prompt_id"]: r["text"] for r in rows}
+    shape = {spec: answer_shape(texts, answers["base"]) for spec, texts in answers.items()}
     for arm in arms.values():
         for m in arm.values():
-            m.update(report["models"][m["spec"]], instruction_level=level[m["spec"]])
+            m.update(report["models"][m["spec"]], instruction_level=level[m["spec"]], answers=shape[m["spec"]])
             m["vs_base"] = report["differences"].get(m["spec"])
             m["wins_vs_base"] = report["wins"].get(m["spec"])
     plain_log = json.loads((work / "plain" / "log.json").read_text()) if (work / "plain" / "log.json").is_file() else []
@@ -242,7 +258,12 @@ def evaluate(args: argparse.Namespace, work: Path, heldout: list[dict], budgets:
         "plain_steps": len(steps),
         "plain_zero_signal_share": sum(e["frac_reward_zero_std"] for e in steps) / len(steps) if steps else None,
         "tao_rounds": tao_rounds(work),
-        "base": {**report["models"]["base"], "instruction_level": level["base"], "minutes": 0},
+        "base": {
+            **report["models"]["base"],
+            "instruction_level": level["base"],
+            "answers": shape["base"],
+            "minutes": 0,
+        },
         "arms": {a: {f"{b:g}": m for b, m in v.items()} for a, v in arms.items()},
         "eval_seconds": round(time.perf_counter() - started, 1),
     }
@@ -306,13 +327,14 @@ def main() -> None:
     base = result["base"]
     interval = f"{base['mean']:.3f} [{base['low']:.3f}, {base['high']:.3f}]"
     print(f"base: {interval}, instruction-level {base['instruction_level']:.3f}")
-    print("| arm | budget | model made at (min) | prompt-level [95% CI] | vs base, paired [95% CI] | instr-level |")
+    print("| arm | budget | made at (min) | prompt-level [95% CI] | vs base, paired [95% CI] | instr-level | words |")
     for arm, points in result["arms"].items():
         for b, p in points.items():
             d = p["vs_base"]
             vs = f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]" if d else "-"
             acc = f"{p['mean']:.3f} [{p['low']:.3f}, {p['high']:.3f}]"
-            print(f"| {arm} | {b} | {p.get('minutes', 0)} | {acc} | {vs} | {p['instruction_level']:.3f} |")
+            words = f"{p['answers']['mean_words']:.0f} ({p['answers']['under_10_words']:.0%} under 10)"
+            print(f"| {arm} | {b} | {p.get('minutes', 0)} | {acc} | {vs} | {p['instruction_level']:.3f} | {words} |")
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 
 
