@@ -9,6 +9,7 @@ rule:majority_number  1 if the answer's last number is the most common one among
 rule:finished         1 if the model ended its answer within the token budget, else 0
 rule:repetition       share of distinct word 4-grams (1 = no repeated phrase, towards 0 = looping)
 rule:length:N         1 up to N words, then N / words
+rule:min_words:N      words / N up to 1: an answer with substance (a floor against content-free answers)
 rule:json             1 if the answer (optionally in a ``` fence) is valid JSON, else 0
 rule:regex:PATTERN    1 if PATTERN (Python syntax) matches somewhere in the answer, else 0
 """
@@ -39,6 +40,10 @@ def _length(limit: int) -> Check:
         return 1.0 if n <= limit else limit / n
 
     return check
+
+
+def _min_words(floor: int) -> Check:
+    return lambda prompt, candidate: min(1.0, len(candidate.text.split()) / floor)
 
 
 def _regex(pattern: re.Pattern) -> Check:
@@ -110,6 +115,10 @@ def rule_check(name: str, arg: str | None, spec: str) -> Check:
         if arg is None or not arg.isdigit() or int(arg) < 1:
             raise InputError("rule:length needs a word limit, e.g. rule:length:200", field=spec)
         return _length(int(arg))
+    if name == "min_words":
+        if arg is None or not arg.isdigit() or int(arg) < 1:
+            raise InputError("rule:min_words needs a word count, e.g. rule:min_words:40", field=spec)
+        return _min_words(int(arg))
     if name == "regex":
         try:
             return _regex(re.compile(arg or ""))
@@ -117,6 +126,7 @@ def rule_check(name: str, arg: str | None, spec: str) -> Check:
             raise InputError(f"invalid regular expression: {exc}", field=spec) from None
     known = (
         "instructions, all_instructions, exact, final_number, majority_number, finished, repetition, length:N, "
+        "min_words:N, "
         "json, regex:PATTERN"
     )
     raise InputError(f"unknown rule {name!r} (known: {known})", field=spec)

@@ -28,6 +28,7 @@ def test_rules():
     assert score("rule:repetition", "a b c d " * 10) < 0.15
     assert score("rule:length:4", "one two three") == 1.0
     assert score("rule:length:4", "one two three four five six seven eight") == 0.5
+    assert score("rule:min_words:4", "one two") == 0.5 and score("rule:min_words:4", "a b c d e f") == 1.0
     assert score("rule:json", '```json\n{"a": [1, 2]}\n```') == 1.0
     assert score("rule:json", "{a: 1}") == 0.0
     assert score(r"rule:regex:^\d+$", "42") == 1.0 and score(r"rule:regex:^\d+$", "forty") == 0.0
