@@ -143,7 +143,9 @@ def plain_arm(train_file: Path, out: Path, budgets: list[float], model: str, see
     (out / "log.json").write_text(json.dumps(trainer.state.log_history, indent=2) + "\n")
 
 
-def tao_arm(train_file: Path, run_dir: Path, budgets: list[float], model: str, sets: list[str]) -> None:
+def tao_arm(
+    train_file: Path, run_dir: Path, budgets: list[float], model: str, sets: list[str], scorers: tuple[str, ...]
+) -> None:
     """`tao run` one round at a time until the largest budget; records when each round finished."""
     started = time.perf_counter()
     log: list[dict] = []
@@ -154,7 +156,7 @@ def tao_arm(train_file: Path, run_dir: Path, budgets: list[float], model: str, s
             break  # the next round would end past the largest budget
         command = [sys.executable, "-m", "tao.cli", "run", "--prompts", str(train_file), "--run-dir", str(run_dir)]
         command += ["--quiet", "--model", model, "--rounds", str(len(log) + 1)]
-        command += [x for r in SCORERS for x in ("--reward", r)] + [x for s in sets for x in ("--set", s)]
+        command += [x for r in scorers for x in ("--reward", r)] + [x for s in sets for x in ("--set", s)]
         subprocess.run(command, check=True, cwd=ROOT)
         now = (time.perf_counter() - started) / 60
         last = now - minutes
@@ -277,6 +279,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-learning")
     parser.add_argument("--model", default="default", help="base model (a tiny one checks the script end to end)")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="extra tao override, repeatable")
+    parser.add_argument("--tao-scorers", default=",".join(SCORERS), help="the TAO arm's reward (plain keeps SCORERS)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "bench_learning.json")
     parser.add_argument("--arm", choices=("all", "plain", "tao", "eval"), default="all", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -295,12 +298,12 @@ def main() -> None:
     guides = work / "guides.txt"
     guides.write_text("\n---\n".join(GUIDES) + "\n")
     sets = [s.format(guides=guides) for s in TAO_SETTINGS] + args.extra
-    (work / "tao-settings.json").write_text(json.dumps(sets) + "\n")
+    (work / "tao-settings.json").write_text(json.dumps({"sets": sets, "scorers": args.tao_scorers.split(",")}) + "\n")
 
     if args.arm == "plain":
         return plain_arm(train_file, work / "plain", budgets, args.model, args.seed)
     if args.arm == "tao":
-        return tao_arm(train_file, work / "tao-run", budgets, args.model, sets)
+        return tao_arm(train_file, work / "tao-run", budgets, args.model, sets, tuple(args.tao_scorers.split(",")))
     if args.arm == "all":
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         me = [
@@ -314,6 +317,7 @@ def main() -> None:
             str(args.seed),
         ]
         me += ["--work", str(work), "--model", args.model, *[x for s in args.extra for x in ("--set", s)]]
+        me += ["--tao-scorers", args.tao_scorers]
         arms = [
             subprocess.Popen(["taskset", "-c", str(core), *me, "--arm", arm], env=env, cwd=ROOT)
             for core, arm in enumerate(("plain", "tao"))
