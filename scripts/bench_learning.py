@@ -199,26 +199,35 @@ def tao_rounds(work: Path) -> list[dict]:
     return out
 
 
-def chart(result: dict, path: Path) -> None:
+def chart(result: dict, path: Path, overlays: dict[str, dict]) -> None:
+    """Held-out accuracy (left) and answer length (right) against training minutes; ``overlays`` add the TAO arm
+    of other runs of this script (other settings) as more lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    base = result["base"]
-    for arm, color in (("tao", "tab:blue"), ("plain", "tab:orange")):
-        points = [(0.0, base)] + [(p["minutes"], p) for p in result["arms"][arm].values() if p["spec"] != "base"]
+    fig, (acc, words) = plt.subplots(1, 2, figsize=(12, 4.5))
+    lines = [("plain trl GRPO (defaults)", result, "plain", "tab:orange"), ("tao run", result, "tao", "tab:blue")]
+    lines += [
+        (label, other, "tao", color)
+        for (label, other), color in zip(overlays.items(), ("tab:green", "tab:red"), strict=False)
+    ]
+    for label, res, arm, color in lines:
+        points = [(0.0, res["base"])] + [(p["minutes"], p) for p in res["arms"][arm].values() if p["spec"] != "base"]
         xs = [m for m, _ in points]
-        ys = [p["mean"] for _, p in points]
         err = [[p["mean"] - p["low"] for _, p in points], [p["high"] - p["mean"] for _, p in points]]
-        label = "tao run" if arm == "tao" else "plain trl GRPO (defaults)"
-        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, color=color, label=label)
-    ax.set_xlabel("training wall-clock minutes (one CPU core each, both arms at once)")
-    ax.set_ylabel("held-out prompt-level strict accuracy")
-    ax.set_title(f"IFEval, {result['heldout_items']} held-out prompts, {result['model']} (95% bootstrap CI)")
-    ax.legend()
-    ax.grid(alpha=0.3)
+        acc.errorbar(xs, [p["mean"] for _, p in points], yerr=err, marker="o", capsize=3, color=color, label=label)
+        words.plot(xs, [p["answers"]["mean_words"] for _, p in points], marker="o", color=color, label=label)
+    acc.set_xlabel("training wall-clock minutes (one CPU core per arm)")
+    acc.set_ylabel("held-out prompt-level strict accuracy (95% CI)")
+    acc.set_title(f"IFEval, {result['heldout_items']} held-out prompts, {result['model']}", fontsize=10)
+    words.set_xlabel("training wall-clock minutes")
+    words.set_ylabel("mean words of the held-out answers")
+    words.set_title("what the answers became", fontsize=10)
+    for ax in (acc, words):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -281,6 +290,8 @@ def main() -> None:
     parser.add_argument("--set", dest="extra", action="append", default=[], help="extra tao override, repeatable")
     parser.add_argument("--tao-scorers", default=",".join(SCORERS), help="the TAO arm's reward (plain keeps SCORERS)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "bench_learning.json")
+    parser.add_argument("--overlay", action="append", default=[], metavar="LABEL=JSON",
+                        help="add another run's TAO arm (this script's JSON output) to the chart")  # fmt: skip
     parser.add_argument("--arm", choices=("all", "plain", "tao", "eval"), default="all", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -327,7 +338,8 @@ def main() -> None:
     result = evaluate(args, work, heldout, budgets)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    chart(result, args.out.with_suffix(".png"))
+    overlays = {o.split("=", 1)[0]: json.loads(Path(o.split("=", 1)[1]).read_text()) for o in args.overlay}
+    chart(result, args.out.with_suffix(".png"), overlays)
     base = result["base"]
     interval = f"{base['mean']:.3f} [{base['low']:.3f}, {base['high']:.3f}]"
     print(f"base: {interval}, instruction-level {base['instruction_level']:.3f}")
