@@ -28,7 +28,7 @@ from tao.config import Config, to_dict
 from tao.console import Console
 from tao.errors import InputError
 from tao.evaluation import bootstrap
-from tao.model import check_lora_targets, load_tokenizer, peft_lora_config, resolve_base
+from tao.model import check_lora_targets, load_kwargs, load_tokenizer, peft_lora_config, resolve_base
 from tao.storage import publish_dir, read_json, write_json
 
 
@@ -135,18 +135,13 @@ def _train(pairs: list[Pair], base: Any, config: Config, scratch: Path, out: Pat
 
 
 def _classifier(path: Path, tokenizer: Any, quantize: str, dtype: Any = None) -> Any:
-    import torch
-    from transformers import AutoModelForSequenceClassification, BitsAndBytesConfig
+    """The base as a one-output sequence classifier (a new scoring head), loaded like a run's base."""
+    from transformers import AutoModelForSequenceClassification
 
-    from tao.model import device
-
-    kwargs: dict[str, Any] = {"dtype": dtype or torch.float32, "num_labels": 1, "use_safetensors": True}
-    if quantize == "nf4":
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
-        )
-        kwargs["device_map"] = {"": str(device())}
-    model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    kwargs = load_kwargs(quantize)
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, use_safetensors=True, **kwargs)
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
 

@@ -122,13 +122,26 @@ def load_tokenizer(base: BaseModel, config: ModelConfig) -> Any:
 
 def load_base(base: BaseModel, config: ModelConfig) -> Any:
     """The base model in eval mode: float32 on CPU, bfloat16 on GPU, or 4-bit NF4 with ``quantize: nf4``."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        base.path, use_safetensors=True, trust_remote_code=config.trust_remote_code, **load_kwargs(config.quantize)
+    )
+    if config.quantize == "none":
+        model.to(device())
+    model.eval()
+    return model
+
+
+def load_kwargs(quantize: str) -> dict[str, Any]:
+    """``from_pretrained`` arguments for the compute precision and ``quantize`` (none, or 4-bit NF4 QLoRA)."""
     import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import BitsAndBytesConfig
 
     dev = device()
     compute = torch.bfloat16 if dev.type == "cuda" else torch.float32  # bf16 is ~20x slower on CPUs
     kwargs: dict[str, Any] = {"dtype": compute}
-    if config.quantize == "nf4":
+    if quantize == "nf4":
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
@@ -136,13 +149,7 @@ def load_base(base: BaseModel, config: ModelConfig) -> Any:
             bnb_4bit_use_double_quant=True,
         )
         kwargs["device_map"] = {"": str(dev)}
-    model = AutoModelForCausalLM.from_pretrained(
-        base.path, use_safetensors=True, trust_remote_code=config.trust_remote_code, **kwargs
-    )
-    if config.quantize == "none":
-        model.to(dev)
-    model.eval()
-    return model
+    return kwargs
 
 
 def lora_targets(lora: LoraConfig) -> str | list[str]:
