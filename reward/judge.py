@@ -54,6 +54,7 @@ class JudgeScorer:
         self.calls = 0  # judge generations actually run (cache misses)
         self._engine: Any = None
         self._cache: dict[str, Any] | None = None
+        self._resolved: tuple[Any, Any] | None = None  # (BaseModel, ModelConfig), found and hashed once
 
     def score(self, prompts: Sequence[Prompt], candidates: Sequence[Candidate]) -> list[float | None]:
         if not self.grouped:
@@ -128,12 +129,14 @@ class JudgeScorer:
         return self._engine
 
     def _base(self) -> tuple[Any, Any]:
-        from tao.config import ModelConfig
-        from tao.console import Console
-        from tao.model import resolve_base
+        if self._resolved is None:
+            from tao.config import ModelConfig
+            from tao.console import Console
+            from tao.model import resolve_base
 
-        config = ModelConfig(name=self.model_name, trust_remote_code=self.trust_remote_code)
-        return resolve_base(config, Console(quiet=True)), config
+            config = ModelConfig(name=self.model_name, trust_remote_code=self.trust_remote_code)
+            self._resolved = (resolve_base(config, Console(quiet=True)), config)
+        return self._resolved
 
     def _cache_path(self) -> Path:
         from tao.embedded import cache_dir
