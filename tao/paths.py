@@ -4,7 +4,7 @@ runs/<name>/
   .lock                held by the process writing the run
   config.yaml          the config of the latest invocation
   run.json             the base model the run is bound to
-  split.json           which prompts are held out (assigned once per prompt)
+  pool.sqlite          every prompt ingested (deduplicated), and which are held out (assigned once per prompt)
   report.md            rounds at a glance, rebuilt after each round
   baseline/eval.jsonl  greedy answers of the base model on the held-out prompts, scored
   round-0001/
@@ -106,7 +106,11 @@ class RunPaths:
         return self.root / "run.json"
 
     @property
-    def split(self) -> Path:
+    def pool(self) -> Path:
+        return self.root / "pool.sqlite"
+
+    @property
+    def split(self) -> Path:  # runs made before the pool: carried over into it
         return self.root / "split.json"
 
     @property

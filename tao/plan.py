@@ -7,6 +7,7 @@ plan is a planning step that was interrupted, and is planned again.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ from tao import pool
 from tao.config import Config, to_yaml
 from tao.errors import InputError
 from tao.paths import RoundPaths, RunPaths
-from tao.prompts import Prompt, PromptFile
+from tao.prompts import Prompt
 from tao.storage import read_json, write_json, write_text
 
 
@@ -27,7 +28,7 @@ class Plan:
     prompts_sha256: str
     prompts_in_file: int  # unique prompts in the file
     duplicates_dropped: int
-    too_long_skipped: int
+    too_long_skipped: int  # training prompts passed over by this round's choice: too long for the model
     held_out: int  # prompts held out in the run so far
     prompts: tuple[Prompt, ...]  # explored and trained on
     eval_prompts: tuple[Prompt, ...]  # answered greedily and scored, before and after
@@ -64,42 +65,40 @@ def finished_on_file(paths: RunPaths, sha256: str) -> int:
     return sum(Plan.read(r).prompts_sha256 == sha256 for r in planned_rounds(paths) if r.manifest.is_file())
 
 
-def read_split(paths: RunPaths) -> pool.Split:
+def read_split(paths: RunPaths) -> tuple[list[str], list[str]] | None:
+    """The (seen, held-out) ids of a run made before the pool existed (its split.json), to carry them over."""
     if not paths.split.is_file():
-        return pool.Split((), ())
+        return None
     state = read_json(paths.split)
     try:
-        return pool.Split(tuple(state["seen"]), tuple(state["holdout"]))
+        seen, held = [str(i) for i in state["seen"]], [str(i) for i in state["holdout"]]
     except (KeyError, TypeError) as exc:
         raise InputError(f"not a split tao wrote ({type(exc).__name__}: {exc})", file=paths.split) from None
-
-
-def write_split(paths: RunPaths, split: pool.Split) -> None:
-    write_json(paths.split, {"seen": list(split.seen), "holdout": list(split.holdout)})
+    return seen, held
 
 
 def plan_round(
-    paths: RunPaths, config: Config, prompt_file: PromptFile, prompts: list[Prompt], split: pool.Split, too_long: int
+    paths: RunPaths, config: Config, prompts: pool.Pool, version: pool.FileVersion, fits: Callable[[Prompt], bool]
 ) -> RoundPaths:
     """Choose the next round's prompts (least used first) and write its config, then its plan."""
     planned = planned_rounds(paths)
     index = planned[-1].index + 1 if planned else 1
     used = Counter(p.id for r in planned for p in Plan.read(r).prompts)
-    present = [p.id for p in prompts]
-    by_id = {p.id: p for p in prompts}
-    chosen = pool.pick_round(split.train_ids(present), used, config.data.prompts_per_round, config.run.seed, index)
+    chosen, too_long = prompts.pick(config.data.prompts_per_round, config.run.seed, index, used, fits)
+    if not chosen:
+        raise InputError("no training prompts (all are held out or too long)", file=version.path)
     plan = Plan(
         round=index,
         parent_round=planned[-1].index if planned else None,
         seed=config.run.seed * 1000 + index,
-        prompts_file=str(prompt_file.path),
-        prompts_sha256=prompt_file.sha256,
-        prompts_in_file=len(prompt_file.prompts),
-        duplicates_dropped=prompt_file.duplicates,
+        prompts_file=version.path,
+        prompts_sha256=version.sha256,
+        prompts_in_file=version.prompts,
+        duplicates_dropped=version.duplicates,
         too_long_skipped=too_long,
-        held_out=len(split.holdout),
-        prompts=tuple(by_id[i] for i in chosen),
-        eval_prompts=tuple(by_id[i] for i in split.eval_ids(present, config.eval.max_prompts)),
+        held_out=prompts.held_out(),
+        prompts=tuple(chosen),
+        eval_prompts=tuple(prompts.eval_prompts(config.eval.max_prompts, fits)),
     )
     rp = paths.round(index)
     write_text(rp.config, to_yaml(config))

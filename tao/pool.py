@@ -1,55 +1,253 @@
-"""The prompt pool of a run: which prompts are held out, and which ones each round trains on.
+"""The prompt pool of a run: every prompt ingested, on disk (SQLite), and which side of the split it is on.
 
-The hold-out assignment is made once per prompt, the first time the run sees it, and never changes:
-appending prompts to the file adds new assignments (keeping the held-out share at ``fraction`` of all
-prompts seen) without moving an old prompt between the training and the held-out side. Which new
-prompts are held out is decided by a seeded hash of their ids, so the same file and seed give the same
-split on any machine.
+Prompt logs run to millions of lines, so nothing here holds the file in memory. Ingesting streams the file
+line by line, validates each line, and deduplicates by a hash of the conversation against an index on disk;
+memory stays flat in the number of lines (scripts/bench_ingest.py). A round then samples its prompts with one
+ordered query, reading only the prompts it keeps.
+
+- ``prompts``: one row per prompt id, with the version of the file it was last seen in. A new version of the
+  file (its sha256 changed, e.g. lines appended) re-ingests it; prompts no longer in the file stay in the pool
+  but are not trained or evaluated on.
+- ``sides``: the hold-out assignment, made once per id the first time the run sees it, never changed:
+  appending prompts adds assignments (keeping the held-out share at ``fraction`` of all ids seen) without
+  moving an old prompt between sides. Which new prompts are held out is decided by a seeded hash of their ids,
+  so the same file and seed give the same split on any machine.
+
+An ingest is one transaction: a bad line rolls it back and the pool is as it was. A run directory that does
+not exist yet gets its pool in a temporary file, moved in by ``settle`` once the input is known to be good.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
+import sqlite3
+import tempfile
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+
+from tao.errors import InputError
+from tao.prompts import Prompt, jsonl_lines, parse_line
+
+CACHE_KIB = 64 * 1024  # SQLite's page cache: the pool's memory, whatever the number of prompts
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (version INTEGER PRIMARY KEY, path TEXT NOT NULL, sha256 TEXT NOT NULL,
+    lines INTEGER NOT NULL, prompts INTEGER NOT NULL, duplicates INTEGER NOT NULL, new INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS prompts (id TEXT PRIMARY KEY, key TEXT NOT NULL, line INTEGER NOT NULL,
+    version INTEGER NOT NULL, row TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS prompts_by_key ON prompts (version, key);
+CREATE INDEX IF NOT EXISTS prompts_by_version ON prompts (version, id);
+CREATE TABLE IF NOT EXISTS sides (id TEXT PRIMARY KEY, held INTEGER NOT NULL, seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS sides_by_order ON sides (held, seq);
+"""
 
 
-def _rank(seed: int, salt: str, prompt_id: str) -> str:
+def rank(seed: int, salt: str, prompt_id: str) -> str:
+    """A seeded pseudo-random order over prompt ids, the same on every machine."""
     return hashlib.sha256(f"{seed}:{salt}:{prompt_id}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)
-class Split:
-    seen: tuple[str, ...]  # every prompt id the run has assigned, in the order first seen
-    holdout: tuple[str, ...]  # the held-out ones, in the order they were assigned
+class FileVersion:
+    """One ingested version of a prompts file."""
 
-    def extend(self, ids: Sequence[str], fraction: float, seed: int) -> Split:
-        """The split after seeing ``ids`` (a file's prompt ids, in order); known ids keep their side."""
-        known = set(self.seen)
-        new = [i for i in dict.fromkeys(ids) if i not in known]
-        if not new:
-            return self
-        target = round(fraction * (len(self.seen) + len(new)))
-        take = min(max(target - len(self.holdout), 0), len(new))
-        held = sorted(new, key=lambda i: _rank(seed, "holdout", i))[:take]
-        return Split(self.seen + tuple(new), self.holdout + tuple(held))
-
-    def train_ids(self, present: Iterable[str]) -> list[str]:
-        """Training ids among ``present`` (the current file's ids), in file order."""
-        held = set(self.holdout)
-        return [i for i in present if i not in held]
-
-    def eval_ids(self, present: Iterable[str], limit: int) -> list[str]:
-        """The evaluation set: the first ``limit`` held-out ids still present in the file."""
-        here = set(present)
-        return [i for i in self.holdout if i in here][:limit]
+    version: int
+    path: str
+    sha256: str
+    lines: int  # non-blank lines read
+    prompts: int  # unique prompts in the file
+    duplicates: int  # exact duplicates dropped (same conversation as an earlier line)
+    new: int  # prompt ids the run had not seen before
 
 
-def pick_round(train_ids: Sequence[str], used: Counter, count: int, seed: int, round_index: int) -> list[str]:
-    """The prompts one round explores: least-used first (new prompts before revisits), seeded order.
+class Pool:
+    """A run's prompts (see the module docstring). ``fits`` callbacks decide which prompts a model can take."""
 
-    ``count`` 0 takes every training prompt.
-    """
-    order = sorted(train_ids, key=lambda i: (used[i], _rank(seed, f"round-{round_index}", i)))
-    return order if count == 0 else order[:count]
+    def __init__(self, final: Path):
+        self.final = final
+        self.path = final if final.is_file() else Path(tempfile.mkdtemp(prefix="tao-pool-")) / final.name
+        self.db = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None)  # transactions are explicit
+        db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        db.create_function("rank", 3, rank, deterministic=True)
+        try:
+            db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise InputError(f"not a prompt pool tao wrote ({exc})", file=self.path) from None
+        return db
+
+    def current(self) -> FileVersion | None:
+        row = self.db.execute("SELECT * FROM files ORDER BY version DESC LIMIT 1").fetchone()
+        return FileVersion(*row) if row else None
+
+    @contextmanager
+    def ingest(self, path: Path, fraction: float, seed: int) -> Iterator[FileVersion]:
+        """Ingest ``path`` unless its current version is already in; commits when the block exits cleanly.
+
+        A bad line raises InputError naming it; then, or on any error in the block, nothing is kept."""
+        sha = _file_sha256(path)
+        latest = self.current()
+        if latest and latest.sha256 == sha:  # already in: this version was validated when it was ingested
+            yield latest
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            version = (latest.version if latest else 0) + 1
+            lines, duplicates = self._read(path, version)
+            unique, new = self._assign(version, fraction, seed)
+            if unique == 0:
+                raise InputError("no prompts in file", file=path)
+            added = FileVersion(version, str(path), sha, lines, unique, duplicates, new)
+            self.db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", tuple(added.__dict__.values()))
+            yield added
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _read(self, path: Path, version: int) -> tuple[int, int]:
+        lines = duplicates = 0
+        for number, raw in jsonl_lines(path, hashlib.sha256()):
+            lines += 1
+            prompt = parse_line(raw, path, number)
+            key = prompt.content_key
+            found = self.db.execute(
+                "SELECT id, line, key FROM prompts WHERE version = ? AND key = ? UNION ALL "
+                "SELECT id, line, key FROM prompts WHERE id = ? AND version = ?",
+                (version, key, prompt.id, version),
+            ).fetchall()
+            if any(k == key for _, _, k in found):
+                duplicates += 1
+                continue
+            same_id = next((line for i, line, _ in found if i == prompt.id), None)
+            if same_id is not None:
+                raise InputError(
+                    f"duplicate id {prompt.id!r} (first on line {same_id}) with a different prompt",
+                    file=path,
+                    line=number,
+                    field="id",
+                )
+            row = json.dumps(prompt.to_row(), ensure_ascii=False)
+            self.db.execute(
+                "INSERT INTO prompts VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET key = excluded.key, "
+                "line = excluded.line, version = excluded.version, row = excluded.row",
+                (prompt.id, key, number, version, row),
+            )
+        return lines, duplicates
+
+    def _assign(self, version: int, fraction: float, seed: int) -> tuple[int, int]:
+        """Sides for the ids first seen in ``version``: held out are the lowest-ranked, up to the share."""
+        unique = self._count("SELECT count(*) FROM prompts WHERE version = ?", version)
+        seen = self._count("SELECT count(*) FROM sides")
+        held = self._count("SELECT count(*) FROM sides WHERE held = 1")
+        unassigned = "FROM prompts p WHERE p.version = ? AND NOT EXISTS (SELECT 1 FROM sides s WHERE s.id = p.id)"
+        new = self._count(f"SELECT count(*) {unassigned}", version)
+        take = min(max(round(fraction * (seen + new)) - held, 0), new)
+        self.db.execute(
+            f"INSERT INTO sides SELECT id, 1, ? + row_number() OVER (ORDER BY rank(?, 'holdout', id)) "
+            f"FROM (SELECT p.id {unassigned} ORDER BY rank(?, 'holdout', p.id) LIMIT ?)",
+            (seen, seed, version, seed, take),
+        )
+        self.db.execute(
+            f"INSERT INTO sides SELECT p.id, 0, ? + row_number() OVER (ORDER BY p.line) {unassigned}",
+            (seen + take, version),
+        )
+        return unique, new
+
+    def _count(self, sql: str, *args: object) -> int:
+        return int(self.db.execute(sql, args).fetchone()[0])
+
+    def carry_over(self, seen: list[str], held: list[str]) -> None:
+        """Sides assigned before the pool existed (a run's split.json), kept as they were."""
+        kept = set(held)
+        order = {i: n for n, i in enumerate(held)} | {i: len(held) + n for n, i in enumerate(seen) if i not in kept}
+        self.db.executemany(
+            "INSERT OR IGNORE INTO sides VALUES (?, ?, ?)", ((i, int(n < len(held)), n + 1) for i, n in order.items())
+        )
+
+    def sides(self) -> tuple[int, int]:
+        """(training, held-out) prompts in the current version of the file."""
+        rows = self.db.execute(
+            "SELECT s.held, count(*) FROM prompts p JOIN sides s ON s.id = p.id WHERE p.version = ? GROUP BY s.held",
+            (self._version(),),
+        )
+        counts = dict(rows.fetchall())
+        return counts.get(0, 0), counts.get(1, 0)
+
+    def held_out(self) -> int:
+        """Prompt ids held out so far in the run."""
+        return self._count("SELECT count(*) FROM sides WHERE held = 1")
+
+    def pick(
+        self, count: int, seed: int, round_index: int, used: Counter, fits: Callable[[Prompt], bool]
+    ) -> tuple[list[Prompt], int]:
+        """A round's training prompts: least-used first (new before revisits), then a seeded order; ``count``
+        0 takes all. Returns them and how many were passed over because they do not fit."""
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS used (id TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+        self.db.execute("DELETE FROM temp.used")
+        self.db.executemany("INSERT INTO temp.used VALUES (?, ?)", used.items())
+        rows = self.db.execute(
+            "SELECT p.row FROM prompts p JOIN sides s ON s.id = p.id LEFT JOIN temp.used u ON u.id = p.id "
+            "WHERE p.version = ? AND s.held = 0 ORDER BY coalesce(u.n, 0), rank(?, ?, p.id)",
+            (self._version(), seed, f"round-{round_index}"),
+        )
+        return _take(rows, count, fits)
+
+    def eval_prompts(self, limit: int, fits: Callable[[Prompt], bool]) -> list[Prompt]:
+        """The evaluation set: the first ``limit`` held-out prompts (in assignment order) in the current file."""
+        if limit == 0:
+            return []
+        rows = self.db.execute(
+            "SELECT p.row FROM sides s JOIN prompts p ON p.id = s.id WHERE s.held = 1 AND p.version = ? ORDER BY s.seq",
+            (self._version(),),
+        )
+        return _take(rows, limit, fits)[0]
+
+    def _version(self) -> int:
+        latest = self.current()
+        return latest.version if latest else 0
+
+    def settle(self) -> None:
+        """Move a new run's pool (a temporary file) into the run directory."""
+        if self.path == self.final:
+            return
+        self.db.close()
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.final.with_name(self.final.name + ".tmp")
+        shutil.copyfile(self.path, partial)
+        partial.replace(self.final)
+        shutil.rmtree(self.path.parent, ignore_errors=True)
+        self.path = self.final
+        self.db = self._connect()
+
+    def close(self) -> None:
+        self.db.close()
+        if self.path != self.final:
+            shutil.rmtree(self.path.parent, ignore_errors=True)
+
+
+def _take(rows: Iterator[tuple[str]], count: int, fits: Callable[[Prompt], bool]) -> tuple[list[Prompt], int]:
+    kept: list[Prompt] = []
+    passed_over = 0
+    for (row,) in rows:
+        prompt = Prompt.from_row(json.loads(row))
+        if not fits(prompt):
+            passed_over += 1
+            continue
+        kept.append(prompt)
+        if len(kept) == count:
+            break
+    return kept, passed_over
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    for _ in jsonl_lines(path, digest):
+        pass
+    return digest.hexdigest()

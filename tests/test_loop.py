@@ -3,6 +3,8 @@
 import hashlib
 import json
 import shutil
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -71,9 +73,29 @@ def test_round_artefacts_and_lineage(finished_run, tiny_model):
     assert "| 1 | 12 | 4 |" in report and "12 unique prompts (0 exact duplicates dropped, 0 skipped" in report
     assert m["timings"] == {stage: figures["seconds"] for stage, figures in metrics.items()}
     assert output.startswith("round 1: 4 prompts x 4 candidates")
-    held = set(json.loads((run_dir / "split.json").read_text())["holdout"])
+    held = set(held_out_ids(run_dir))
     trained = {p["id"] for p in json.loads(rp.plan.read_text())["prompts"]}
     assert len(held) == 3 and not held & trained  # held-out prompts are never trained on
+
+
+def held_out_ids(run_dir: Path) -> list[str]:
+    with closing(sqlite3.connect(RunPaths(run_dir).pool)) as db:
+        return [i for (i,) in db.execute("SELECT id FROM sides WHERE held = 1 ORDER BY seq")]
+
+
+def test_a_run_made_before_the_pool_keeps_its_split(finished_run, tiny_model, tmp_path):
+    prompts, run_dir, _ = finished_run
+    run_dir = shutil.copytree(run_dir, tmp_path / "run")
+    prompts = shutil.copy(prompts, tmp_path / "logs.jsonl")
+    ids = [json.loads(line)["id"] for line in Path(prompts).read_text().splitlines()]
+    RunPaths(run_dir).pool.unlink()
+    (run_dir / "split.json").write_text(json.dumps({"seen": ids, "holdout": ids[-2:]}))  # not the seeded choice
+    with open(prompts, "a") as fh:
+        fh.write(json.dumps({"prompt": "one more question", "id": "late"}) + "\n")
+    result = tao_run(prompts, tiny_model, run_dir)
+    assert result.exit_code == 0, result.output
+    assert held_out_ids(run_dir)[:2] == ids[-2:]
+    assert not {p["id"] for p in json.loads(RunPaths(run_dir).round(2).plan.read_text())["prompts"]} & set(ids[-2:])
 
 
 def test_adapter_reloads_with_peft_and_answers_as_in_the_run(finished_run, tiny_model):
@@ -154,7 +176,7 @@ def test_appended_prompts_add_a_round_on_top_of_the_last_adapter(finished_run, t
     prompts, run_dir, _ = finished_run
     run_dir = shutil.copytree(run_dir, tmp_path / "run")
     grown = shutil.copy(prompts, tmp_path / "logs.jsonl")
-    split_before = json.loads((run_dir / "split.json").read_text())
+    held_before = held_out_ids(run_dir)
     with open(grown, "a") as fh:
         fh.writelines(json.dumps({"prompt": f"a new question {i}", "id": f"new{i}"}) + "\n" for i in range(4))
     result = tao_run(grown, tiny_model, run_dir)
@@ -162,8 +184,7 @@ def test_appended_prompts_add_a_round_on_top_of_the_last_adapter(finished_run, t
     r2 = RunPaths(run_dir).round(2)
     plan = json.loads(r2.plan.read_text())
     assert plan["parent_round"] == 1 and json.loads(r2.manifest.read_text())["parent"] == "run/round-0001"
-    split = json.loads((run_dir / "split.json").read_text())
-    assert split["holdout"][: len(split_before["holdout"])] == split_before["holdout"]
+    assert held_out_ids(run_dir)[: len(held_before)] == held_before
     round1 = {p["id"] for p in json.loads(RunPaths(run_dir).round(1).plan.read_text())["prompts"]}
     round2 = {p["id"] for p in plan["prompts"]}
     assert len(round2) == 4 and not round1 & round2  # prompts never trained on come first

@@ -1,12 +1,13 @@
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from tao.cli import main
 from tao.errors import InputError
-from tao.pool import Split, pick_round
+from tao.pool import Pool
 from tao.prompts import load_prompts
 from tests.conftest import write_jsonl
 
@@ -155,23 +156,56 @@ def test_missing_file_is_a_clean_error(tmp_path):
     assert result.exit_code == 2 and "file not found" in result.output
 
 
-def test_holdout_is_deterministic_and_stable_when_prompts_are_appended():
+def _pool(tmp_path: Path, ids: list[str], fraction: float = 0.2, seed: int = 0, name: str = "pool") -> Pool:
+    path = tmp_path / f"{name}.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "prompt": f"prompt {i}"}) + "\n" for i in ids))
+    pool = Pool(tmp_path / name / "pool.sqlite")
+    with pool.ingest(path, fraction, seed):
+        pass
+    pool.settle()
+    return pool
+
+
+def _held(pool: Pool, limit: int = 10**6) -> list[str]:
+    return [p.id for p in pool.eval_prompts(limit, lambda p: True)]
+
+
+def test_holdout_is_deterministic_and_stable_when_prompts_are_appended(tmp_path):
     ids = [f"id-{i}" for i in range(100)]
-    first = Split((), ()).extend(ids, 0.2, seed=0)
-    assert first == Split((), ()).extend(ids, 0.2, seed=0)  # same input, same split
-    assert len(first.holdout) == 20 and set(first.holdout) <= set(ids)
-    assert Split((), ()).extend(ids, 0.2, seed=1).holdout != first.holdout  # the seed matters
-    grown = first.extend(ids + [f"new-{i}" for i in range(50)], 0.2, seed=0)
-    assert grown.holdout[:20] == first.holdout  # old assignments never move
-    assert len(grown.holdout) == 30  # the share stays at 20% of all prompts seen
-    assert set(grown.train_ids(ids)) == set(first.train_ids(ids))
-    assert grown.eval_ids(ids, limit=5) == list(first.holdout[:5])
+    first = _pool(tmp_path, ids, name="a")
+    assert _held(first) == _held(_pool(tmp_path, ids, name="b"))  # same input, same split
+    assert len(_held(first)) == 20 and set(_held(first)) <= set(ids)
+    assert _held(_pool(tmp_path, ids, seed=1, name="c")) != _held(first)  # the seed matters
+    before = _held(first)
+    grown_file = tmp_path / "a.jsonl"
+    grown_file.write_text(grown_file.read_text() + "".join(
+        json.dumps({"id": f"new-{i}", "prompt": f"new {i}"}) + "\n" for i in range(50)
+    ))  # fmt: skip
+    with first.ingest(grown_file, 0.2, 0) as version:
+        assert (version.version, version.prompts, version.new) == (2, 150, 50)
+    assert _held(first)[:20] == before  # old assignments never move
+    assert len(_held(first)) == 30  # the share stays at 20% of all prompts seen
+    assert first.sides() == (120, 30)
+    assert _held(first, limit=5) == before[:5]
 
 
-def test_round_choice_prefers_unused_prompts():
+def test_a_bad_line_leaves_the_pool_as_it_was(tmp_path):
+    pool = _pool(tmp_path, [f"id-{i}" for i in range(10)])
+    bad = tmp_path / "pool.jsonl"
+    bad.write_text(bad.read_text() + '{"id": "x", "prompt": "fine"}\n{"prompt": 5}\n')
+    with pytest.raises(InputError, match="pool.jsonl:12"), pool.ingest(bad, 0.2, 0):
+        pass
+    assert pool.current().version == 1 and pool.sides() == (8, 2)
+    assert pool.db.execute("SELECT count(*) FROM prompts").fetchone()[0] == 10
+
+
+def test_round_choice_prefers_unused_prompts_and_passes_over_what_does_not_fit(tmp_path):
     ids = [f"id-{i}" for i in range(10)]
+    pool = _pool(tmp_path, ids, fraction=0.0)
     used = Counter(ids[:6])
-    chosen = pick_round(ids, used, count=4, seed=0, round_index=2)
+    chosen = [p.id for p in pool.pick(4, 0, 2, used, lambda p: True)[0]]
     assert set(chosen) == set(ids[6:])
-    assert pick_round(ids, used, 4, 0, 2) == chosen and pick_round(ids, Counter(), 0, 0, 1) != []
-    assert len(pick_round(ids, Counter(), 0, 0, 1)) == 10  # 0 = all
+    assert [p.id for p in pool.pick(4, 0, 2, used, lambda p: True)[0]] == chosen  # seeded
+    assert len(pool.pick(0, 0, 1, Counter(), lambda p: True)[0]) == 10  # 0 = all
+    kept, passed_over = pool.pick(0, 0, 1, Counter(), lambda p: p.id != "id-3")
+    assert len(kept) == 9 and passed_over == 1 and "id-3" not in {p.id for p in kept}
