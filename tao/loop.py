@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, closing, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,14 +22,15 @@ from rollouts import strategies
 from rollouts.engine import choose_engine, open_engine
 from rollouts.generator import Candidate, Generator, Sampling
 from rollouts.transformers_engine import chat_token_ids
-from tao import evaluation, faults, guard, registry, report
+from tao import evaluation, faults, guard, processes, registry, report
 from tao.config import Config, load_config, to_dict, to_yaml
 from tao.console import Console
 from tao.errors import InputError
 from tao.model import BaseModel, Policy, check_lora_targets, device, resolve_base
 from tao.paths import RoundPaths, RunPaths
-from tao.plan import Plan, finished_on_file, pending_round, plan_round, read_split, write_split
-from tao.prompts import Prompt, PromptFile, load_prompts
+from tao.plan import Plan, finished_on_file, pending_round, plan_round, read_split
+from tao.pool import FileVersion, Pool
+from tao.prompts import Prompt, load_prompts
 from tao.storage import locked, publish_dir, read_json, read_jsonl, write_json, write_jsonl, write_text
 from tao.training import grpo_update, read_groups
 
@@ -41,7 +42,6 @@ class Run:
     """What the stages share within one invocation."""
 
     paths: RunPaths
-    prompt_file: PromptFile
     base: BaseModel
     policy: Policy
     console: Console
@@ -55,9 +55,12 @@ class Run:
 
 
 def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> list[dict]:
-    """Run (or resume) the loop; returns the manifests of the rounds finished by this call."""
-    # Every check of the input (files, settings, scorers, model) comes before anything is written.
-    prompt_file = load_prompts(prompts_path)
+    """Run (or resume) the loop; returns the manifests of the rounds finished by this call.
+
+    Under ``accelerate launch`` process 0 runs the loop and the others join its updates (tao/processes.py)."""
+    processes.start()
+    processes.check_quantized(config.model.quantize)
+    # Every check of the input (settings, scorers, model, then the prompts) comes before anything is written.
     rewards = {
         s: RewardSet(s, config.model.trust_remote_code, config.model.name)
         for s in (config.reward.scorers, config.eval.check)
@@ -71,34 +74,58 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
         raise InputError("this run was started on another base model; use a new --run-dir", file=paths.run)
     choice = choose_engine(config, device().type == "cuda")
     policy = Policy(base, config.model, config.lora)
-    ctx = Run(paths, prompt_file, base, policy, console, rewards, open_engine(choice, base, policy, config, console))
-    prompts, too_long = _fitting(prompt_file, policy.tokenizer, config)
-    split = read_split(paths).extend([p.id for p in prompts], config.data.holdout, config.run.seed)
-    train = split.train_ids(p.id for p in prompts)
-    if not train:
-        raise InputError("no training prompts (all are held out or too long)", file=prompts_path)
-    with locked(paths.lock), _closing(ctx.engine):
+    if not processes.is_main():
+        return follow(policy, Console(quiet=True))
+    fits = _fits(policy.tokenizer, config, prompts_path)
+    existing = paths.lock.is_file()
+    with ExitStack() as held:
+        held.callback(processes.send, None)  # however the run ends, the other processes stop waiting
+        if existing:  # a new run directory is made only once its prompts are known to be good
+            held.enter_context(locked(paths.lock))
+        prompts = held.enter_context(_open_pool(paths))
+        version = _ingest(prompts, prompts_path, config, fits)
+        if not existing:
+            held.enter_context(locked(paths.lock))
+        prompts.settle()
+        ctx = Run(paths, base, policy, console, rewards, open_engine(choice, base, policy, config, console))
+        held.enter_context(_closing(ctx.engine))
         if not paths.run.is_file():
             write_json(paths.run, {"base_model": _base_row(base), "created": registry.now()})
         write_text(paths.config, to_yaml(config))
-        write_split(paths, split)
+        train, held_out = prompts.sides()
         console.say(
-            f"{prompt_file.lines} lines: {len(prompt_file.prompts)} prompts ({prompt_file.duplicates} "
-            f"duplicates dropped, {too_long} too long), {len(train)} for training; "
-            f"engine: {choice.name} ({choice.reason})"
+            f"{version.lines} lines: {version.prompts} prompts ({version.duplicates} duplicates dropped, "
+            f"{version.new} new), {train} for training, {held_out} held out; engine: {choice.name} ({choice.reason})"
         )
         done = []
         pending = pending_round(paths)
         if pending:
             done.append(run_round(pending, ctx))
-        while finished_on_file(paths, prompt_file.sha256) < config.run.rounds and not _guard_stops(ctx, config):
-            done.append(run_round(plan_round(paths, config, prompt_file, prompts, split, too_long), ctx))
+        while finished_on_file(paths, version.sha256) < config.run.rounds and not _guard_stops(ctx, config):
+            done.append(run_round(plan_round(paths, config, prompts, version, fits), ctx))
         if not done and not _guard_stops(ctx, config):
             console.result(
                 f"nothing to do: {config.run.rounds} round(s) already ran on this prompts file "
                 f"({paths.root}); append prompts or raise --rounds to continue"
             )
         return done
+
+
+def _open_pool(paths: RunPaths) -> AbstractContextManager[Pool]:
+    """The run's prompt pool; a run made before the pool existed carries its split.json over."""
+    prompts = Pool(paths.pool)
+    earlier = read_split(paths) if not paths.pool.is_file() else None
+    if earlier:
+        prompts.carry_over(*earlier)
+    return closing(prompts)
+
+
+def _ingest(prompts: Pool, path: Path, config: Config, fits: Callable[[Prompt], bool]) -> FileVersion:
+    """Ingest the prompts file (streamed, validated line by line); refuse a file with nothing to train on."""
+    with prompts.ingest(path, config.data.holdout, config.run.seed) as version:
+        if not prompts.pick(1, config.run.seed, 0, Counter(), fits)[0]:
+            raise InputError("no training prompts (all are held out or too long)", file=path)
+    return version
 
 
 def explore_file(
@@ -114,7 +141,8 @@ def explore_file(
     base = resolve_base(config.model, console)
     policy = Policy(base, config.model, config.lora)
     engine = open_engine(choose_engine(config, device().type == "cuda"), base, policy, config, console)
-    prompts = _fitting(prompt_file, policy.tokenizer, config)[0]
+    fits = _fits(policy.tokenizer, config, prompts_path)
+    prompts = [p for p in prompt_file.prompts if fits(p)]
     prompts = prompts[:limit] if limit else prompts
     r = config.rollout
     sampling = Sampling(r.num_candidates, r.temperature, r.top_p, r.max_new_tokens, config.run.seed)
@@ -219,14 +247,30 @@ def score(rp: RoundPaths, ctx: Run, config: Config, rewards: RewardSet, prompts:
 def update(
     rp: RoundPaths, ctx: Run, config: Config, prompts: tuple[Prompt, ...], parent: Path | None, seed: int
 ) -> dict:
-    groups = read_groups(rp.candidates, prompts, ctx.policy.tokenizer)
-    with ctx.policy.attached(parent, trainable=True, seed=seed) as model:
-        stats = grpo_update(model, ctx.policy.tokenizer, groups, config, rp.trainer, ctx.console)
-        shutil.rmtree(rp.adapter_tmp, ignore_errors=True)
-        model.save_pretrained(rp.adapter_tmp, selected_adapters=["default"])
+    processes.send({"round": str(rp.dir), "parent": str(parent) if parent else None, "seed": seed})
+    stats = train_round(rp, ctx.policy, config, prompts, parent, seed, ctx.console)
     publish_dir(rp.adapter_tmp, rp.adapter)
     shutil.rmtree(rp.trainer, ignore_errors=True)
     return stats
+
+
+def train_round(
+    rp: RoundPaths, policy: Policy, config: Config, prompts: tuple[Prompt, ...], parent: Path | None, seed: int,
+    console: Console,
+) -> dict:  # fmt: skip
+    """The round's GRPO update from ``parent``; its adapter is saved to the round's temporary adapter path."""
+    groups = read_groups(rp.candidates, prompts, policy.tokenizer)
+    with policy.attached(parent, trainable=True, seed=seed) as model:
+        return grpo_update(model, policy.tokenizer, groups, config, rp.trainer, console, rp.adapter_tmp)
+
+
+def follow(policy: Policy, console: Console) -> list[dict]:
+    """Processes other than 0 (under ``accelerate launch``): take part in each update process 0 orders."""
+    while (order := processes.receive()) is not None:
+        rp = RoundPaths(Path(order["round"]))
+        parent = Path(order["parent"]) if order["parent"] else None
+        train_round(rp, policy, load_config(rp.config), Plan.read(rp).prompts, parent, order["seed"], console)
+    return []
 
 
 def evaluate(
@@ -306,19 +350,16 @@ def _closing(engine: Generator) -> Iterator[None]:
         engine.close()
 
 
-def _fitting(prompt_file: PromptFile, tokenizer: Any, config: Config) -> tuple[list[Prompt], int]:
-    """Prompts whose chat-templated length fits ``data.max_prompt_tokens``; the rest are skipped, counted."""
-    kept = []
-    for prompt in prompt_file.prompts:
+def _fits(tokenizer: Any, config: Config, source: Path) -> Callable[[Prompt], bool]:
+    """Whether a prompt's chat-templated length fits ``data.max_prompt_tokens`` (longer ones are passed over)."""
+
+    def fits(prompt: Prompt) -> bool:
         try:
-            length = len(chat_token_ids(tokenizer, prompt))
+            return len(chat_token_ids(tokenizer, prompt)) <= config.data.max_prompt_tokens
         except Exception as exc:  # the model's chat template refuses it (e.g. roles that must alternate)
-            raise InputError(
-                f"the model's chat template refuses prompt {prompt.id!r}: {exc}", file=prompt_file.path
-            ) from None
-        if length <= config.data.max_prompt_tokens:
-            kept.append(prompt)
-    return kept, len(prompt_file.prompts) - len(kept)
+            raise InputError(f"the model's chat template refuses prompt {prompt.id!r}: {exc}", file=source) from None
+
+    return fits
 
 
 def _lineage(rp: RoundPaths, plan: Plan, config: Config, ctx: Run, rewards: RewardSet) -> dict:

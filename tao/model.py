@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tao import embedded
+from tao import embedded, processes
 from tao.config import LoraConfig, ModelConfig
 from tao.console import Console
 from tao.errors import InputError
@@ -103,9 +104,12 @@ def content_hash(path: Path) -> str:
 
 
 def device() -> Any:
+    """This process's device: its GPU (one per process under ``accelerate launch``), else the CPU."""
     import torch
 
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def load_tokenizer(base: BaseModel, config: ModelConfig) -> Any:
@@ -127,7 +131,7 @@ def load_base(base: BaseModel, config: ModelConfig) -> Any:
     model = AutoModelForCausalLM.from_pretrained(
         base.path, use_safetensors=True, trust_remote_code=config.trust_remote_code, **load_kwargs(config.quantize)
     )
-    if config.quantize == "none":
+    if config.quantize == "none" and processes.sharded() is None:  # FSDP / ZeRO-3 place the shards themselves
         model.to(device())
     model.eval()
     return model
@@ -142,13 +146,18 @@ def load_kwargs(quantize: str) -> dict[str, Any]:
     compute = torch.bfloat16 if dev.type == "cuda" else torch.float32  # bf16 is ~20x slower on CPUs
     kwargs: dict[str, Any] = {"dtype": compute}
     if quantize == "nf4":
+        # FSDP and ZeRO-3 shard the 4-bit weights like any others only when they are stored in the compute
+        # dtype (bitsandbytes' quant_storage), and place them themselves (no device_map).
+        sharded = processes.sharded() is not None
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_compute_dtype=compute,
             bnb_4bit_use_double_quant=True,
+            bnb_4bit_quant_storage=compute if sharded else torch.uint8,
         )
-        kwargs["device_map"] = {"": str(dev)}
+        if not sharded:
+            kwargs["device_map"] = {"": str(dev)}
     return kwargs
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from tao import faults
+from tao import faults, processes
 from tao.config import Config
 from tao.console import Console
 from tao.prompts import Prompt
@@ -135,9 +135,16 @@ def tao_reward(prompts: list, completions: list, tao_reward: list, **kwargs: Any
 
 
 def grpo_update(
-    model: Any, tokenizer: Any, groups: Sequence[Group], config: Config, scratch: Path, console: Console
+    model: Any,
+    tokenizer: Any,
+    groups: Sequence[Group],
+    config: Config,
+    scratch: Path,
+    console: Console,
+    save_to: Path | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` (a trainable PeftModel) in place on ``groups``; returns what the update measured."""
+    """Train ``model`` (a trainable PeftModel) on ``groups``; with ``save_to``, save its adapter there (process 0
+    writes it). Returns what the update measured."""
     useful, skipped = select(groups, config)
     stats: dict[str, Any] = {
         "groups_trained": len(useful),
@@ -146,16 +153,20 @@ def grpo_update(
         "steps": 0,
     }
     if not useful:
+        save_adapter(model, save_to, None)
         return stats
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOConfig, GRPOTrainer
 
-    per_step = min(config.update.prompts_per_step, len(useful))
+    # Under `accelerate launch` each process trains its share of a step's groups (one group per micro-batch).
+    world = processes.count()
+    accumulate = -(-min(config.update.prompts_per_step, len(useful)) // world)
+    per_step = accumulate * world
     # trl drops an incomplete last batch of prompts: wrap around so that every group with signal is used.
     rows = [{"prompt": g.prompt.chat()} for g in useful]
-    rows += rows[: (-len(rows)) % per_step]
+    rows += (rows * per_step)[: (-len(rows)) % per_step]
     group_size = len(useful[0].completions)
     settings = trainer_settings(scratch, config.run.seed)
     if config.update.checkpoint_steps:
@@ -169,19 +180,20 @@ def grpo_update(
         num_train_epochs=1,
         num_generations=group_size,
         per_device_train_batch_size=group_size,  # one prompt group per micro-batch
-        gradient_accumulation_steps=per_step,
+        gradient_accumulation_steps=accumulate,
         temperature=config.rollout.temperature,  # log-probs are computed at the sampling temperature
         top_p=config.rollout.top_p,
         max_completion_length=config.rollout.max_new_tokens,
         **settings,
     )
+    replay = _Replay(useful)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=tao_reward,
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        rollout_func=_Replay(useful),
+        rollout_func=replay,
     )
     lora_in_fp32_on_cpu(trainer.model)
     trainer.remove_callback(PrinterCallback)
@@ -203,7 +215,44 @@ def grpo_update(
         kl=_mean(logs, "kl"),
         log=logs,
     )
+    save_adapter(model, save_to, trainer if world > 1 else None)
+    if world > 1:  # who trained what, and whether the processes ended with the same weights
+        stats["processes"] = world
+        stats["sequences_per_process"] = processes.gather(sum(replay.served.values()))
+        if processes.sharded() is None:  # under FSDP / ZeRO-3 each process holds a shard
+            stats["adapter_sha256_per_process"] = processes.gather(adapter_digest(model))
     return stats
+
+
+def save_adapter(model: Any, path: Path | None, trainer: Any) -> None:
+    """The trained adapter, saved once (by process 0). Under several processes every process takes part in
+    collecting the weights first: FSDP and ZeRO-3 hold them in shards."""
+    import shutil
+
+    if path is None:
+        return
+    state = trainer.accelerator.get_state_dict(trainer.model_wrapped) if trainer else None
+    if processes.is_main():
+        shutil.rmtree(path, ignore_errors=True)
+        model.save_pretrained(path, state_dict=state, selected_adapters=["default"])
+
+
+def adapter_digest(model: Any) -> str:
+    """sha256 of the adapter's weights as they are saved: equal on every process after a data-parallel update."""
+    from peft import get_peft_model_state_dict
+
+    return tensors_digest(get_peft_model_state_dict(model, adapter_name="default"))
+
+
+def tensors_digest(tensors: dict[str, Any]) -> str:
+    """sha256 over named tensors (in name order, as float32 bytes)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def trainer_settings(scratch: Path, seed: int) -> dict[str, Any]:
