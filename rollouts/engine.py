@@ -40,11 +40,28 @@ def vllm_problem(quantize: str, cuda: bool) -> str | None:
     return None
 
 
+def gpu_count() -> int:
+    """CUDA GPUs on this machine."""
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def check_tensor_parallel(size: int) -> None:
+    """``rollout.tensor_parallel_size`` GPUs must be there: an input error before anything starts."""
+    if size > 1 and (found := gpu_count()) < size:
+        raise InputError(
+            f"{size} GPUs asked for tensor parallelism, {found} CUDA GPU(s) here", field="rollout.tensor_parallel_size"
+        )
+
+
 def choose_engine(config: Config, cuda: bool) -> EngineChoice:
-    """The engine ``rollout.engine`` asks for; an explicit ``vllm`` that cannot run here is an input error."""
+    """The engine ``rollout.engine`` asks for; an explicit ``vllm`` that cannot run here, or vLLM (auto included)
+    asked to shard over more GPUs than there are, is an input error."""
     asked = config.rollout.engine
     if asked == "transformers":
         return EngineChoice("transformers", "rollout.engine=transformers")
+    check_tensor_parallel(config.rollout.tensor_parallel_size)
     if asked == "auto" and not cuda:
         # Checked without importing vLLM: on CPUs its CPU build bought no speed (docs/BENCHMARKS.md) and
         # costs ~35 s of start-up and a core; rollout.engine=vllm still takes it.

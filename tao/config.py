@@ -86,6 +86,7 @@ class RolloutConfig:
     batch_size: int = 32  # sequences decoded together (vLLM: max_num_seqs)
     gpu_memory_utilization: float = 0.35  # vLLM on a GPU: its share of GPU memory; the update gets the rest
     kv_cache_gib: int = 0  # vLLM's KV cache in GiB; 0 = automatic (GPU: what the share above leaves; CPU: 2)
+    tensor_parallel_size: int = 1  # vLLM (offline): GPUs the base is sharded over (vllm.LLM's tensor_parallel_size)
 
     def __post_init__(self) -> None:
         _require(self.num_candidates >= 2, "num_candidates", "must be >= 2 (GRPO compares candidates)")
@@ -101,6 +102,7 @@ class RolloutConfig:
         _require(self.batch_size >= 1, "batch_size", "must be >= 1")
         _require(0 < self.gpu_memory_utilization < 1, "gpu_memory_utilization", "must be in (0, 1)")
         _require(self.kv_cache_gib >= 0, "kv_cache_gib", "must be >= 0")
+        _require(self.tensor_parallel_size >= 1, "tensor_parallel_size", "must be >= 1")
 
 
 @dataclass(frozen=True)

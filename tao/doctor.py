@@ -13,6 +13,7 @@ from packaging.requirements import Requirement
 
 from rollouts.engine import choose_engine, vllm_problem
 from tao.config import Config, replace
+from tao.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,10 @@ def vllm_finding(config: Config, cuda: bool) -> Finding:
 
 
 def engine_finding(config: Config, cuda: bool) -> Finding:
-    choice = choose_engine(replace(config, rollout={"engine": "auto"}), cuda)
+    try:
+        choice = choose_engine(replace(config, rollout={"engine": "auto"}), cuda)
+    except InputError as exc:  # e.g. more GPUs asked for tensor parallelism than there are
+        return Finding("engine", False, str(exc), f"lower {exc.field}" if exc.field else "")
     return Finding("engine", True, f"rollout.engine=auto takes {choice.name} ({choice.reason.removeprefix('auto: ')})")
 
 

@@ -83,6 +83,7 @@ def test_file_errors_name_the_key(tmp_path, text, field, problem):
         ("run.rounds", "expected section.key=value"),
         ("update.group_size=1", "must be 0 (all) or >= 2"),
         ("update.group_size=16", "must be <= rollout.num_candidates (8)"),
+        ("rollout.tensor_parallel_size=0", "rollout.tensor_parallel_size: must be >= 1"),
     ],
 )
 def test_set_errors_name_the_key(override, problem):
@@ -103,3 +104,7 @@ def test_replace_validates():
     assert cfg.run.rounds == 3 and Config().run.rounds == 1
     with pytest.raises(InputError):
         replace(Config(), run={"rounds": 0})
+
+
+def test_tensor_parallelism_is_a_setting():
+    assert load_config(None, ["rollout.tensor_parallel_size=4"]).rollout.tensor_parallel_size == 4
