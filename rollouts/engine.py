@@ -1,4 +1,4 @@
-"""Which generation engine a run uses, and why: ``rollout.engine`` is auto, vllm or transformers."""
+"""Which generation engine a run uses, and why: ``rollout.engine`` is auto, vllm, transformers or vllm-server."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ INSTALL_CPU = "scripts/install_vllm_cpu.sh"
 
 @dataclass(frozen=True)
 class EngineChoice:
-    name: str  # "vllm" or "transformers"
+    name: str  # "vllm", "transformers" or "vllm-server"
     reason: str  # one line, for the run log and `tao doctor`
 
 
@@ -61,6 +61,8 @@ def choose_engine(config: Config, cuda: bool) -> EngineChoice:
     asked = config.rollout.engine
     if asked == "transformers":
         return EngineChoice("transformers", "rollout.engine=transformers")
+    if asked == "vllm-server":
+        return EngineChoice("vllm-server", f"rollout.engine=vllm-server ({config.rollout.server_url})")
     check_tensor_parallel(config.rollout.tensor_parallel_size)
     if asked == "auto" and not cuda:
         # Checked without importing vLLM: on CPUs its CPU build bought no speed (docs/BENCHMARKS.md) and
@@ -82,6 +84,10 @@ def open_engine(choice: EngineChoice, base: BaseModel, policy: Policy, config: C
         from rollouts.vllm_engine import VllmGenerator
 
         return VllmGenerator(base, policy.tokenizer, config, console)
+    if choice.name == "vllm-server":
+        from rollouts.vllm_server import VllmServerGenerator
+
+        return VllmServerGenerator(base, policy.tokenizer, config, console)
     from rollouts.transformers_engine import TransformersGenerator
 
     return TransformersGenerator(policy, config.rollout.batch_size, console)

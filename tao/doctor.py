@@ -13,7 +13,7 @@ from packaging.requirements import Requirement
 
 from rollouts.engine import choose_engine, vllm_problem
 from tao.config import Config, replace
-from tao.errors import InputError
+from tao.errors import InputError, ResourceError
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,18 @@ def engine_finding(config: Config, cuda: bool) -> Finding:
     return Finding("engine", True, f"rollout.engine=auto takes {choice.name} ({choice.reason.removeprefix('auto: ')})")
 
 
+def server_finding(config: Config) -> Finding:
+    """With ``rollout.engine=vllm-server``: whether the server answers, and what it serves."""
+    from rollouts.vllm_server import ServerClient
+
+    url = config.rollout.server_url
+    try:
+        model = ServerClient(url).served_model()
+    except ResourceError as exc:
+        return Finding("vLLM server", False, str(exc).split("; ")[0], "start it (see README, 'Engines')")
+    return Finding("vLLM server", True, f"{url} serves {model} (rollout.engine=vllm-server)")
+
+
 def diagnose(config: Config) -> list[Finding]:
     import torch
 
@@ -115,6 +127,7 @@ def diagnose(config: Config) -> list[Finding]:
         bitsandbytes_finding(cuda),
         vllm_finding(config, cuda),
         engine_finding(config, cuda),
+        *([server_finding(config)] if config.rollout.engine == "vllm-server" else []),
     ]
 
 

@@ -84,6 +84,8 @@ def test_file_errors_name_the_key(tmp_path, text, field, problem):
         ("update.group_size=1", "must be 0 (all) or >= 2"),
         ("update.group_size=16", "must be <= rollout.num_candidates (8)"),
         ("rollout.tensor_parallel_size=0", "rollout.tensor_parallel_size: must be >= 1"),
+        ("rollout.server_url=localhost:8000", "rollout.server_url: must start with http:// or https://"),
+        ("rollout.engine=server", "expected one of auto, vllm, transformers, vllm-server"),
     ],
 )
 def test_set_errors_name_the_key(override, problem):
@@ -106,5 +108,9 @@ def test_replace_validates():
         replace(Config(), run={"rounds": 0})
 
 
-def test_tensor_parallelism_is_a_setting():
-    assert load_config(None, ["rollout.tensor_parallel_size=4"]).rollout.tensor_parallel_size == 4
+def test_the_server_engine_and_tensor_parallelism_are_settings():
+    config = load_config(
+        None, ["rollout.engine=vllm-server", "rollout.server_url=http://gpu-box:8001", "rollout.tensor_parallel_size=4"]
+    )
+    assert config.rollout.engine == "vllm-server" and config.rollout.server_url == "http://gpu-box:8001"
+    assert config.rollout.tensor_parallel_size == 4
