@@ -1,4 +1,4 @@
-"""Which generation engine a run uses, and why: ``rollout.engine`` is auto, vllm or transformers."""
+"""Which generation engine a run uses, and why: ``rollout.engine`` is auto, vllm, transformers or vllm-server."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ INSTALL_CPU = "scripts/install_vllm_cpu.sh"
 
 @dataclass(frozen=True)
 class EngineChoice:
-    name: str  # "vllm" or "transformers"
+    name: str  # "vllm", "transformers" or "vllm-server"
     reason: str  # one line, for the run log and `tao doctor`
 
 
@@ -40,11 +40,30 @@ def vllm_problem(quantize: str, cuda: bool) -> str | None:
     return None
 
 
+def gpu_count() -> int:
+    """CUDA GPUs on this machine."""
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def check_tensor_parallel(size: int) -> None:
+    """``rollout.tensor_parallel_size`` GPUs must be there: an input error before anything starts."""
+    if size > 1 and (found := gpu_count()) < size:
+        raise InputError(
+            f"{size} GPUs asked for tensor parallelism, {found} CUDA GPU(s) here", field="rollout.tensor_parallel_size"
+        )
+
+
 def choose_engine(config: Config, cuda: bool) -> EngineChoice:
-    """The engine ``rollout.engine`` asks for; an explicit ``vllm`` that cannot run here is an input error."""
+    """The engine ``rollout.engine`` asks for; an explicit ``vllm`` that cannot run here, or vLLM (auto included)
+    asked to shard over more GPUs than there are, is an input error."""
     asked = config.rollout.engine
     if asked == "transformers":
         return EngineChoice("transformers", "rollout.engine=transformers")
+    if asked == "vllm-server":
+        return EngineChoice("vllm-server", f"rollout.engine=vllm-server ({config.rollout.server_url})")
+    check_tensor_parallel(config.rollout.tensor_parallel_size)
     if asked == "auto" and not cuda:
         # Checked without importing vLLM: on CPUs its CPU build bought no speed (docs/BENCHMARKS.md) and
         # costs ~35 s of start-up and a core; rollout.engine=vllm still takes it.
@@ -65,6 +84,10 @@ def open_engine(choice: EngineChoice, base: BaseModel, policy: Policy, config: C
         from rollouts.vllm_engine import VllmGenerator
 
         return VllmGenerator(base, policy.tokenizer, config, console)
+    if choice.name == "vllm-server":
+        from rollouts.vllm_server import VllmServerGenerator
+
+        return VllmServerGenerator(base, policy.tokenizer, config, console)
     from rollouts.transformers_engine import TransformersGenerator
 
     return TransformersGenerator(policy, config.rollout.batch_size, console)

@@ -127,6 +127,7 @@ class VllmGenerator:
             "max_lora_rank": rank,
             "max_loras": 1,
             "max_model_len": self._max_model_len(),
+            "tensor_parallel_size": rollout.tensor_parallel_size,  # checked against the GPUs by choose_engine
             "max_num_seqs": rollout.batch_size,  # sequences decoded together, as in the transformers engine
             "logprobs_mode": "processed_logprobs",  # log-probs of the distribution sampled from
             "gpu_memory_utilization": rollout.gpu_memory_utilization,

@@ -74,8 +74,9 @@ class DataConfig:
 class RolloutConfig:
     """Exploration: how candidate answers are generated."""
 
-    # auto: vLLM on a CUDA GPU when it is installed, else transformers (`tao doctor` says which and why)
-    engine: Literal["auto", "vllm", "transformers"] = "auto"
+    # auto: vLLM on a CUDA GPU when it is installed, else transformers (`tao doctor` says which and why);
+    # vllm-server: a `vllm serve` started by you, at server_url
+    engine: Literal["auto", "vllm", "transformers", "vllm-server"] = "auto"
     num_candidates: int = 8  # candidates per prompt (the GRPO group)
     # How the group is explored, as SPEC[=SHARE]: sample, ladder[:LOW-HIGH], think, guide:FILE, refine[:ROUNDS],
     # best_of[:M] (rollouts/strategies.py); shares of num_candidates, at least one candidate each
@@ -86,6 +87,8 @@ class RolloutConfig:
     batch_size: int = 32  # sequences decoded together (vLLM: max_num_seqs)
     gpu_memory_utilization: float = 0.35  # vLLM on a GPU: its share of GPU memory; the update gets the rest
     kv_cache_gib: int = 0  # vLLM's KV cache in GiB; 0 = automatic (GPU: what the share above leaves; CPU: 2)
+    tensor_parallel_size: int = 1  # vLLM (offline): GPUs the base is sharded over (vllm.LLM's tensor_parallel_size)
+    server_url: str = "http://localhost:8000"  # engine=vllm-server: the `vllm serve` to generate with
 
     def __post_init__(self) -> None:
         _require(self.num_candidates >= 2, "num_candidates", "must be >= 2 (GRPO compares candidates)")
@@ -101,6 +104,10 @@ class RolloutConfig:
         _require(self.batch_size >= 1, "batch_size", "must be >= 1")
         _require(0 < self.gpu_memory_utilization < 1, "gpu_memory_utilization", "must be in (0, 1)")
         _require(self.kv_cache_gib >= 0, "kv_cache_gib", "must be >= 0")
+        _require(self.tensor_parallel_size >= 1, "tensor_parallel_size", "must be >= 1")
+        _require(
+            self.server_url.startswith(("http://", "https://")), "server_url", "must start with http:// or https://"
+        )
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from packaging.requirements import Requirement
 
 from rollouts.engine import choose_engine, vllm_problem
 from tao.config import Config, replace
+from tao.errors import InputError, ResourceError
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,23 @@ def vllm_finding(config: Config, cuda: bool) -> Finding:
 
 
 def engine_finding(config: Config, cuda: bool) -> Finding:
-    choice = choose_engine(replace(config, rollout={"engine": "auto"}), cuda)
+    try:
+        choice = choose_engine(replace(config, rollout={"engine": "auto"}), cuda)
+    except InputError as exc:  # e.g. more GPUs asked for tensor parallelism than there are
+        return Finding("engine", False, str(exc), f"lower {exc.field}" if exc.field else "")
     return Finding("engine", True, f"rollout.engine=auto takes {choice.name} ({choice.reason.removeprefix('auto: ')})")
+
+
+def server_finding(config: Config) -> Finding:
+    """With ``rollout.engine=vllm-server``: whether the server answers, and what it serves."""
+    from rollouts.vllm_server import ServerClient
+
+    url = config.rollout.server_url
+    try:
+        model = ServerClient(url).served_model()
+    except ResourceError as exc:
+        return Finding("vLLM server", False, str(exc).split("; ")[0], "start it (see README, 'Engines')")
+    return Finding("vLLM server", True, f"{url} serves {model} (rollout.engine=vllm-server)")
 
 
 def diagnose(config: Config) -> list[Finding]:
@@ -111,6 +127,7 @@ def diagnose(config: Config) -> list[Finding]:
         bitsandbytes_finding(cuda),
         vllm_finding(config, cuda),
         engine_finding(config, cuda),
+        *([server_finding(config)] if config.rollout.engine == "vllm-server" else []),
     ]
 
 

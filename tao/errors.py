@@ -35,4 +35,5 @@ class InputError(Exception):
 
 
 class ResourceError(Exception):
-    """The machine ran out of something (accelerator memory): one line saying which setting to lower; exit 1."""
+    """The machine ran out of something (accelerator memory), or a service it relies on (the vLLM server of
+    ``rollout.engine=vllm-server``) is not there or refuses: one line saying what to change; exit 1."""

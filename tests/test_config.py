@@ -83,6 +83,9 @@ def test_file_errors_name_the_key(tmp_path, text, field, problem):
         ("run.rounds", "expected section.key=value"),
         ("update.group_size=1", "must be 0 (all) or >= 2"),
         ("update.group_size=16", "must be <= rollout.num_candidates (8)"),
+        ("rollout.tensor_parallel_size=0", "rollout.tensor_parallel_size: must be >= 1"),
+        ("rollout.server_url=localhost:8000", "rollout.server_url: must start with http:// or https://"),
+        ("rollout.engine=server", "expected one of auto, vllm, transformers, vllm-server"),
     ],
 )
 def test_set_errors_name_the_key(override, problem):
@@ -103,3 +106,11 @@ def test_replace_validates():
     assert cfg.run.rounds == 3 and Config().run.rounds == 1
     with pytest.raises(InputError):
         replace(Config(), run={"rounds": 0})
+
+
+def test_the_server_engine_and_tensor_parallelism_are_settings():
+    config = load_config(
+        None, ["rollout.engine=vllm-server", "rollout.server_url=http://gpu-box:8001", "rollout.tensor_parallel_size=4"]
+    )
+    assert config.rollout.engine == "vllm-server" and config.rollout.server_url == "http://gpu-box:8001"
+    assert config.rollout.tensor_parallel_size == 4

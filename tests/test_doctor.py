@@ -95,3 +95,14 @@ def test_auto_takes_vllm_on_a_gpu_where_vllm_works(monkeypatch):
     monkeypatch.setattr(rollouts.engine, "vllm_problem", lambda quantize, cuda: None)
     assert rollouts.engine.choose_engine(Config(), cuda=True).name == "vllm"
     assert rollouts.engine.choose_engine(Config(), cuda=False).name == "transformers"
+
+
+def test_tensor_parallelism_over_more_gpus_than_there_are_is_a_fault(no_vllm, monkeypatch):
+    monkeypatch.setattr(rollouts.engine, "gpu_count", lambda: 1)
+    result = cli("doctor", "--set", "rollout.tensor_parallel_size=2")
+    found = lines(result.output)
+    assert result.exit_code == 1
+    assert found["engine"] == (
+        "FIX  engine: rollout.tensor_parallel_size: 2 GPUs asked for tensor parallelism, 1 CUDA GPU(s) here"
+        "  -> lower rollout.tensor_parallel_size"
+    )

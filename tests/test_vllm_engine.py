@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+import types
+
 import pytest
 import torch
 
+import rollouts.engine
+from rollouts.engine import choose_engine
 from rollouts.vllm_engine import VllmGenerator, request_seed
 from tao.config import Config, replace
 from tao.console import Console
@@ -27,6 +32,7 @@ def test_cpu_engine_arguments(tiny_model, monkeypatch):
     assert args["max_lora_rank"] == 16 and args["max_num_seqs"] == 24  # the smallest rank vLLM takes >= 12
     assert args["max_model_len"] == 1024  # more wanted, capped by the model's max_position_embeddings
     assert args["logprobs_mode"] == "processed_logprobs" and "quantization" not in args
+    assert args["tensor_parallel_size"] == 1
     assert "kv_cache_memory_bytes" not in args
     import os
 
@@ -45,6 +51,45 @@ def test_gpu_engine_arguments(tiny_model):
     assert args["quantization"] == "bitsandbytes"  # the same NF4 base the update trains on
     assert args["kv_cache_memory_bytes"] == 3 * 2**30 and args["gpu_memory_utilization"] == 0.5
     assert args["max_model_len"] == 256 + 2 * 128 + 128  # prompt, a draft and its revision (refine)
+
+
+def test_tensor_parallel_size_reaches_vllms_constructor(tiny_model, monkeypatch):
+    built = {}
+    fake_vllm = types.ModuleType("vllm")
+    fake_vllm.LLM = lambda **kwargs: built.update(kwargs) or "the engine"
+    monkeypatch.setitem(sys.modules, "vllm", fake_vllm)
+    gen = engine(tiny_model, cuda=True, rollout={"tensor_parallel_size": 2})
+    assert gen._engine() == "the engine"
+    assert built["tensor_parallel_size"] == 2 and built["model"] == str(tiny_model)
+
+
+@pytest.mark.parametrize("asked", ["vllm", "auto"])
+def test_more_tensor_parallel_gpus_than_there_are_is_refused(asked, monkeypatch):
+    monkeypatch.setattr(rollouts.engine, "gpu_count", lambda: 2)
+    monkeypatch.setattr(rollouts.engine, "vllm_problem", lambda quantize, cuda: None)
+    config = replace(Config(), rollout={"engine": asked, "tensor_parallel_size": 4})
+    with pytest.raises(InputError) as caught:
+        choose_engine(config, cuda=True)
+    assert str(caught.value) == "rollout.tensor_parallel_size: 4 GPUs asked for tensor parallelism, 2 CUDA GPU(s) here"
+    assert caught.value.field == "rollout.tensor_parallel_size"
+    assert choose_engine(replace(config, rollout={"tensor_parallel_size": 2}), cuda=True).name == "vllm"
+    assert choose_engine(replace(config, rollout={"engine": "transformers"}), cuda=True).name == "transformers"
+
+
+@pytest.mark.skipif(torch.cuda.device_count() >= 2, reason="this machine has the GPUs")
+def test_tensor_parallelism_without_the_gpus_stops_a_run_before_any_work(tiny_model, prompts_file, tmp_path):
+    run_dir = tmp_path / "run"
+    settings = ["rollout.engine=vllm", "rollout.tensor_parallel_size=2"]
+    result = cli(
+        "run", "--prompts", prompts_file, "--model", tiny_model, "--run-dir", run_dir,
+        *(x for s in settings for x in ("--set", s)),
+    )  # fmt: skip
+    assert result.exit_code == 2
+    found = torch.cuda.device_count()
+    assert result.output == (
+        f"tao: error: rollout.tensor_parallel_size: 2 GPUs asked for tensor parallelism, {found} CUDA GPU(s) here\n"
+    )
+    assert not run_dir.exists()
 
 
 def test_a_rank_vllm_cannot_serve_is_refused(tiny_model):
