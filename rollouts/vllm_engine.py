@@ -100,6 +100,9 @@ class VllmGenerator:
         if self._llm is None:
             self._llm = self._start()
         elif self._asleep:
+            import torch
+
+            torch.cuda.empty_cache()  # the update's cached blocks, held by torch's allocator in this process
             self._llm.wake_up()
             self._asleep = False
         return self._llm

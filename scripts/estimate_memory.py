@@ -37,10 +37,10 @@ vLLM (per GPU at tensor parallel TP; rollout.tensor_parallel_size where the fiel
                  and hidden), T = 16384 tokens, vLLM's default max_num_batched_tokens for the LLM class on a GPU of
                  70 GiB or more (tao does not set it; assumed).
   CUDA + graphs  1.5 GiB: CUDA context and captured CUDA graphs (assumed). Asleep, vLLM keeps these two lines.
-A GPU fits when the update (its peak + vLLM asleep) and generation both fit. vLLM wakes for the evaluation right after
-the update while torch's caching allocator still holds the update's peak (neither tao nor trl calls
-torch.cuda.empty_cache() there; if one did, only the "resident" part would stay: weights, LoRA, CUDA). So generation =
-update peak + vLLM, and gpu_memory_utilization must be at least vLLM/capacity and at most 1 - peak/capacity.
+A GPU fits when the update (its peak + vLLM asleep) and generation both fit. Before vLLM wakes for the evaluation
+right after the update, tao empties torch's caching allocator (rollouts/vllm_engine.py), so only the update's
+"resident" part stays (weights, LoRA with its optimizer state, CUDA). So generation = resident + vLLM, and
+gpu_memory_utilization must be at least vLLM/capacity and at most 1 - resident/capacity.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def activation_bytes_per_token_layer(arch: Arch, rank: int, lora_modules: int, s
 def estimate(arch: Arch, config: Config, tp: int | None = None) -> dict[str, Any]:
     """Every component in GiB with its formula, the totals, and the fit on each GPU of ``GPUS``."""
     r = config.rollout
-    tp = tp or getattr(r, "tensor_parallel_size", 1)
+    tp = tp or r.tensor_parallel_size
     h, n_layers = arch.hidden_size, arch.num_hidden_layers
     quant, rank, modules = config.model.quantize, config.lora.rank, targets(config)
     b = config.update.group_size or r.num_candidates
@@ -185,8 +185,9 @@ def estimate(arch: Arch, config: Config, tp: int | None = None) -> dict[str, Any
     asleep = (vllm["activations"][0] + vllm["CUDA + graphs"][0]) / GIB
     gpus = {}
     for gpu, capacity in GPUS.items():
-        need, room = math.ceil(vllm_total / capacity * 100) / 100, max(0, math.floor((1 - peak / capacity) * 100) / 100)
-        updating, generating = peak + asleep, peak + vllm_total
+        need = math.ceil(vllm_total / capacity * 100) / 100
+        room = max(0, math.floor((1 - resident / capacity) * 100) / 100)
+        updating, generating = peak + asleep, resident + vllm_total
         gpus[gpu] = {"capacity_gib": capacity, "update_phase_gib": updating, "generate_phase_gib": generating}
         gpus[gpu].update(gpu_memory_utilization_min=need, gpu_memory_utilization_max=room)
         gpus[gpu]["fits"] = updating <= capacity and need <= room

@@ -8,7 +8,6 @@ import json
 import re
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -126,11 +125,8 @@ def test_tensor_parallel_splits_vllm_not_the_update():
         assert two["vllm_gib"][key]["gib"] == pytest.approx(one["vllm_gib"][key]["gib"] / 2)
     assert two["vllm_per_gpu_gib"] < one["vllm_per_gpu_gib"]
     assert two["update_gib"] == one["update_gib"]
-    # Without --tp the estimate reads rollout.tensor_parallel_size where the setting exists (another branch adds it).
-    rollout = SimpleNamespace(**dataclasses.asdict(config.rollout), tensor_parallel_size=2)
-    with_field = SimpleNamespace(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
-    with_field.rollout = rollout
-    assert em.estimate(LLAMA_70B, with_field)["vllm_gib"] == two["vllm_gib"]
+    # Without --tp the estimate reads rollout.tensor_parallel_size.
+    assert em.estimate(LLAMA_70B, replace(config, rollout={"tensor_parallel_size": 2}))["vllm_gib"] == two["vllm_gib"]
     assert em.estimate(LLAMA_70B, config)["settings"]["tensor_parallel_size"] == 1
 
 
