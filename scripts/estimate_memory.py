@@ -28,7 +28,7 @@ Update (one GPU, what autograd and the optimizer hold at the peak, the start of 
   log-prob head  b*s*4h (final norm, fp32) + b*n*6h (scored hidden states bf16 + their fp32 gradient) + a
                  4096 x 32768 bf16 tile: trl 1.16's fused head never holds the b*s*V*4 logits (shown for reference).
   CUDA           1 GiB: context, cuBLAS workspaces, allocator slack (assumed).
-vLLM (per GPU at tensor parallel TP; rollout.tensor_parallel_size where the field exists, else 1):
+vLLM (per GPU at tensor parallel TP: --tp, else rollout.tensor_parallel_size):
   weights        the base as above / TP (vLLM's in-flight bitsandbytes on nf4 is NF4 + double quant too).
   KV cache       rollout.batch_size (vLLM's max_num_seqs) sequences of s tokens x 2*L*k*d*2 / TP, no prefix sharing
                  between a prompt's candidates (vLLM shares them: an upper bound); rollout.kv_cache_gib if set.

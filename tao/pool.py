@@ -33,14 +33,13 @@ from pathlib import Path
 from tao.errors import InputError
 from tao.prompts import Prompt, jsonl_lines, parse_line
 
-CACHE_KIB = 64 * 1024  # SQLite's page cache: the pool's memory, whatever the number of prompts
+CACHE_KIB = 16 * 1024  # SQLite page cache and sorter memory: the pool's memory, whatever the number of prompts
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (version INTEGER PRIMARY KEY, path TEXT NOT NULL, sha256 TEXT NOT NULL,
     lines INTEGER NOT NULL, prompts INTEGER NOT NULL, duplicates INTEGER NOT NULL, new INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS prompts (id TEXT PRIMARY KEY, key TEXT NOT NULL, line INTEGER NOT NULL,
+CREATE TABLE IF NOT EXISTS prompts (id TEXT PRIMARY KEY, key BLOB NOT NULL, line INTEGER NOT NULL,
     version INTEGER NOT NULL, row TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS prompts_by_key ON prompts (version, key);
-CREATE INDEX IF NOT EXISTS prompts_by_version ON prompts (version, id);
+CREATE INDEX IF NOT EXISTS prompts_by_key ON prompts (key, version);
 CREATE TABLE IF NOT EXISTS sides (id TEXT PRIMARY KEY, held INTEGER NOT NULL, seq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS sides_by_order ON sides (held, seq);
 """
@@ -116,11 +115,11 @@ class Pool:
         for number, raw in jsonl_lines(path, hashlib.sha256()):
             lines += 1
             prompt = parse_line(raw, path, number)
-            key = prompt.content_key
+            key = bytes.fromhex(prompt.content_key[:32])  # 128 bits of the hash: a small index, no collisions
             found = self.db.execute(
-                "SELECT id, line, key FROM prompts WHERE version = ? AND key = ? UNION ALL "
+                "SELECT id, line, key FROM prompts WHERE key = ? AND version = ? UNION ALL "
                 "SELECT id, line, key FROM prompts WHERE id = ? AND version = ?",
-                (version, key, prompt.id, version),
+                (key, version, prompt.id, version),
             ).fetchall()
             if any(k == key for _, _, k in found):
                 duplicates += 1
