@@ -60,7 +60,9 @@ def run(
     overrides: tuple[str, ...],
     quiet: bool,
 ) -> None:
-    """Run the TAO loop on a prompts file (resumes an interrupted or extends a finished run)."""
+    """Run the TAO loop on a prompts file (resumes an interrupted or extends a finished run).
+
+    Under `accelerate launch` every process joins the update (docs/SCALING.md)."""
     from tao.paths import default_run_dir
 
     config = build_config(

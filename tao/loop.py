@@ -79,7 +79,6 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
     fits = _fits(policy.tokenizer, config, prompts_path)
     existing = paths.lock.is_file()
     with ExitStack() as held:
-        held.callback(processes.send, None)  # however the run ends, the other processes stop waiting
         if existing:  # a new run directory is made only once its prompts are known to be good
             held.enter_context(locked(paths.lock))
         prompts = held.enter_context(_open_pool(paths))
@@ -108,6 +107,9 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
                 f"nothing to do: {config.run.rounds} round(s) already ran on this prompts file "
                 f"({paths.root}); append prompts or raise --rounds to continue"
             )
+        # The other processes stop waiting. After an error process 0 exits instead, and the launcher stops them
+        # (they may be inside a collective of the update, where an order would never arrive).
+        processes.send(None)
         return done
 
 

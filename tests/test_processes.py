@@ -22,9 +22,8 @@ def tensors_digest(tensors: dict) -> str:
     return digest(tensors)
 
 
-def test_a_grpo_update_across_two_cpu_processes(tiny_model, tmp_path):
-    prompts = write_jsonl(tmp_path / "logs.jsonl", [{"prompt": f"say something {i}", "id": f"p{i}"} for i in range(8)])
-    run_dir = tmp_path / "run"
+def launch(prompts: Path, tiny_model: Path, run_dir: Path) -> subprocess.CompletedProcess:
+    """`accelerate launch --config_file configs/accelerate/cpu.yaml -m tao.cli run ...` (two processes, gloo)."""
     sets = [*TINY, "update.prompts_per_step=2", "eval.max_prompts=2", "run.threads=1"]
     command = [
         sys.executable,
@@ -36,7 +35,15 @@ def test_a_grpo_update_across_two_cpu_processes(tiny_model, tmp_path):
     command += ["-m", "tao.cli", "run", "--prompts", prompts, "--model", tiny_model, "--run-dir", run_dir, "--quiet"]
     command += [x for s in sets for x in ("--set", s)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([str(c) for c in command], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    return subprocess.run(
+        [str(c) for c in command], capture_output=True, text=True, env=env, cwd=prompts.parent, timeout=600
+    )
+
+
+def test_a_grpo_update_across_two_cpu_processes(tiny_model, tmp_path):
+    prompts = write_jsonl(tmp_path / "logs.jsonl", [{"prompt": f"say something {i}", "id": f"p{i}"} for i in range(8)])
+    run_dir = tmp_path / "run"
+    done = launch(prompts, tiny_model, run_dir)
     assert done.returncode == 0, done.stderr[-3000:]
 
     rp = RunPaths(run_dir).round(1)
@@ -63,6 +70,15 @@ def test_a_grpo_update_across_two_cpu_processes(tiny_model, tmp_path):
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), rp.adapter)
     with torch.no_grad():
         assert model(torch.tensor([[1, 2, 3]])).logits.shape[-1] > 0  # it loads and runs
+
+
+def test_bad_input_under_the_launcher_ends_every_process(tiny_model, tmp_path):
+    """Process 0 stops on the bad line; the launcher then stops the process waiting for it (no hang)."""
+    prompts = write_jsonl(tmp_path / "logs.jsonl", [{"prompt": "fine"}, {"prompt": 5}])
+    done = launch(prompts, tiny_model, tmp_path / "run")
+    assert done.returncode != 0
+    assert f"tao: error: {prompts}:2: prompt: expected a string" in done.stdout + done.stderr
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(
