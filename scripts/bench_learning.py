@@ -199,6 +199,9 @@ def tao_rounds(work: Path) -> list[dict]:
     return out
 
 
+OVERLAY_COLORS = ("tab:green", "tab:red", "tab:purple", "tab:brown")
+
+
 def chart(result: dict, path: Path, overlays: dict[str, dict]) -> None:
     """Held-out accuracy (left) and answer length (right) against training minutes; ``overlays`` add the TAO arm
     of other runs of this script (other settings) as more lines."""
@@ -210,8 +213,7 @@ def chart(result: dict, path: Path, overlays: dict[str, dict]) -> None:
     fig, (acc, words) = plt.subplots(1, 2, figsize=(12, 4.5))
     lines = [("plain trl GRPO (defaults)", result, "plain", "tab:orange"), ("tao run", result, "tao", "tab:blue")]
     lines += [
-        (label, other, "tao", color)
-        for (label, other), color in zip(overlays.items(), ("tab:green", "tab:red"), strict=False)
+        (label, other, "tao", color) for (label, other), color in zip(overlays.items(), OVERLAY_COLORS, strict=False)
     ]
     for label, res, arm, color in lines:
         points = [(0.0, res["base"])] + [(p["minutes"], p) for p in res["arms"][arm].values() if p["spec"] != "base"]
@@ -339,6 +341,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     overlays = {o.split("=", 1)[0]: json.loads(Path(o.split("=", 1)[1]).read_text()) for o in args.overlay}
+    if len(overlays) > len(OVERLAY_COLORS):
+        raise SystemExit(f"at most {len(OVERLAY_COLORS)} --overlay runs")
     chart(result, args.out.with_suffix(".png"), overlays)
     base = result["base"]
     interval = f"{base['mean']:.3f} [{base['low']:.3f}, {base['high']:.3f}]"
