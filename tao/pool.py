@@ -73,11 +73,12 @@ class Pool:
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None)  # transactions are explicit
-        db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         db.create_function("rank", 3, rank, deterministic=True)
         try:
+            db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             db.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
+            db.close()
             raise InputError(f"not a prompt pool tao wrote ({exc})", file=self.path) from None
         return db
 

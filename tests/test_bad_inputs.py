@@ -98,6 +98,8 @@ CASES = [
          "cannot read", "run.json"),
     Case("split.json of another shape", {"p.jsonl": GOOD, "run/split.json": "[]"}, RUN, "not a split tao wrote",
          "split.json"),
+    Case("pool.sqlite not a database", {"p.jsonl": GOOD, "run/pool.sqlite": "not sqlite at all"}, RUN,
+         "not a prompt pool tao wrote", "pool.sqlite"),
     Case("run of another base model", {"p.jsonl": GOOD, "run/run.json": '{"base_model": {"sha256": "x"}}'}, RUN,
          "started on another base model", "run.json"),
     Case("explore with a pickled adapter",
