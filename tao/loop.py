@@ -59,7 +59,9 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
 
     Under ``accelerate launch`` process 0 runs the loop and the others join its updates (tao/processes.py)."""
     processes.start()
-    processes.check_quantized(config.model.quantize)
+    processes.check_launcher(config.model.quantize)
+    if not processes.is_main():
+        return follow(Policy(resolve_base(config.model, console), config.model, config.lora), Console(quiet=True))
     # Every check of the input (settings, scorers, model, then the prompts) comes before anything is written.
     rewards = {
         s: RewardSet(s, config.model.trust_remote_code, config.model.name)
@@ -73,10 +75,9 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
     if paths.run.is_file() and read_json(paths.run)["base_model"]["sha256"] != base.sha256:
         raise InputError("this run was started on another base model; use a new --run-dir", file=paths.run)
     choice = choose_engine(config, device().type == "cuda")
+    processes.check_engine(choice.name)
     policy = Policy(base, config.model, config.lora)
-    if not processes.is_main():
-        return follow(policy, Console(quiet=True))
-    fits = _fits(policy.tokenizer, config, prompts_path)
+    fits = _fits(policy.tokenizer, config, prompts_path, console)
     existing = paths.lock.is_file()
     with ExitStack() as held:
         if existing:  # a new run directory is made only once its prompts are known to be good
@@ -115,8 +116,8 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
 
 def _open_pool(paths: RunPaths) -> AbstractContextManager[Pool]:
     """The run's prompt pool; a run made before the pool existed carries its split.json over."""
-    prompts = Pool(paths.pool)
     earlier = read_split(paths) if not paths.pool.is_file() else None
+    prompts = Pool(paths.pool)
     if earlier:
         prompts.carry_over(*earlier)
     return closing(prompts)
@@ -143,7 +144,7 @@ def explore_file(
     base = resolve_base(config.model, console)
     policy = Policy(base, config.model, config.lora)
     engine = open_engine(choose_engine(config, device().type == "cuda"), base, policy, config, console)
-    fits = _fits(policy.tokenizer, config, prompts_path)
+    fits = _fits(policy.tokenizer, config, prompts_path, console)
     prompts = [p for p in prompt_file.prompts if fits(p)]
     prompts = prompts[:limit] if limit else prompts
     r = config.rollout
@@ -263,7 +264,10 @@ def train_round(
     """The round's GRPO update from ``parent``; its adapter is saved to the round's temporary adapter path."""
     groups = read_groups(rp.candidates, prompts, policy.tokenizer)
     with policy.attached(parent, trainable=True, seed=seed) as model:
-        return grpo_update(model, policy.tokenizer, groups, config, rp.trainer, console, rp.adapter_tmp)
+        stats = grpo_update(model, policy.tokenizer, groups, config, rp.trainer, console, rp.adapter_tmp)
+    if processes.sharded():  # FSDP / ZeRO-3 wrapped or partitioned the base in place: load it afresh next time
+        policy.unload()
+    return stats
 
 
 def follow(policy: Policy, console: Console) -> list[dict]:
@@ -352,14 +356,16 @@ def _closing(engine: Generator) -> Iterator[None]:
         engine.close()
 
 
-def _fits(tokenizer: Any, config: Config, source: Path) -> Callable[[Prompt], bool]:
-    """Whether a prompt's chat-templated length fits ``data.max_prompt_tokens`` (longer ones are passed over)."""
+def _fits(tokenizer: Any, config: Config, source: Path, console: Console) -> Callable[[Prompt], bool]:
+    """Whether a prompt's chat-templated length fits ``data.max_prompt_tokens``. Longer ones, and ones the model's
+    chat template refuses (e.g. roles that must alternate; a warning names each), are passed over."""
 
     def fits(prompt: Prompt) -> bool:
         try:
             return len(chat_token_ids(tokenizer, prompt)) <= config.data.max_prompt_tokens
-        except Exception as exc:  # the model's chat template refuses it (e.g. roles that must alternate)
-            raise InputError(f"the model's chat template refuses prompt {prompt.id!r}: {exc}", file=source) from None
+        except Exception as exc:
+            console.warn(f"{source}: the model's chat template refuses prompt {prompt.id!r}, passed over: {exc}")
+            return False
 
     return fits
 

@@ -255,3 +255,7 @@ class Policy:
             yield model
         finally:
             self._model = without_adapter(model)
+
+    def unload(self) -> None:
+        """Drop the base model from memory; the next stage loads it again."""
+        self._model = None

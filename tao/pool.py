@@ -21,16 +21,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
-from tao.errors import InputError
+from tao.errors import InputError, ResourceError
 from tao.prompts import Prompt, jsonl_lines, parse_line
 
 CACHE_KIB = 16 * 1024  # SQLite page cache and sorter memory: the pool's memory, whatever the number of prompts
@@ -68,7 +70,7 @@ class Pool:
 
     def __init__(self, final: Path):
         self.final = final
-        self.path = final if final.is_file() else Path(tempfile.mkdtemp(prefix="tao-pool-")) / final.name
+        self.path = final if final.is_file() else _scratch_dir(final) / final.name
         self.db = self._connect()
 
     def _connect(self) -> sqlite3.Connection:
@@ -94,26 +96,40 @@ class Pool:
         sha = _file_sha256(path)
         latest = self.current()
         if latest and latest.sha256 == sha:  # already in: this version was validated when it was ingested
-            yield latest
+            yield replace(latest, path=str(path))
             return
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             version = (latest.version if latest else 0) + 1
-            lines, duplicates = self._read(path, version)
+            digest = hashlib.sha256()
+            lines, duplicates = self._read(path, version, digest)
+            if digest.hexdigest() != sha:
+                raise InputError("the file changed while it was read; run the same command again", file=path)
             unique, new = self._assign(version, fraction, seed)
             if unique == 0:
                 raise InputError("no prompts in file", file=path)
             added = FileVersion(version, str(path), sha, lines, unique, duplicates, new)
             self.db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", tuple(added.__dict__.values()))
             yield added
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One transaction: committed when the block ends cleanly, rolled back on any error."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            yield
+        except sqlite3.OperationalError as exc:  # disk full, I/O error: SQLite may have rolled back already
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise ResourceError(f"cannot write the prompt pool {self.path}: {exc}") from None
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
 
-    def _read(self, path: Path, version: int) -> tuple[int, int]:
+    def _read(self, path: Path, version: int, digest: Any) -> tuple[int, int]:
         lines = duplicates = 0
-        for number, raw in jsonl_lines(path, hashlib.sha256()):
+        for number, raw in jsonl_lines(path, digest):
             lines += 1
             prompt = parse_line(raw, path, number)
             key = bytes.fromhex(prompt.content_key[:32])  # 128 bits of the hash: a small index, no collisions
@@ -167,9 +183,11 @@ class Pool:
         """Sides assigned before the pool existed (a run's split.json), kept as they were."""
         kept = set(held)
         order = {i: n for n, i in enumerate(held)} | {i: len(held) + n for n, i in enumerate(seen) if i not in kept}
-        self.db.executemany(
-            "INSERT OR IGNORE INTO sides VALUES (?, ?, ?)", ((i, int(n < len(held)), n + 1) for i, n in order.items())
-        )
+        with self._transaction():
+            self.db.executemany(
+                "INSERT OR IGNORE INTO sides VALUES (?, ?, ?)",
+                ((i, int(n < len(held)), n + 1) for i, n in order.items()),
+            )
 
     def sides(self) -> tuple[int, int]:
         """(training, held-out) prompts in the current version of the file."""
@@ -214,14 +232,21 @@ class Pool:
         return latest.version if latest else 0
 
     def settle(self) -> None:
-        """Move a new run's pool (a temporary file) into the run directory."""
+        """Move a new run's pool (a temporary file) into the run directory; refuse if one appeared meanwhile."""
         if self.path == self.final:
             return
+        if self.final.exists():
+            raise InputError("another tao run created this run's prompt pool meanwhile; run again", file=self.final)
         self.db.close()
         self.final.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.final.with_name(self.final.name + ".tmp")
-        shutil.copyfile(self.path, partial)
-        partial.replace(self.final)
+        try:
+            os.replace(self.path, self.final)  # same filesystem (the scratch dir is next to the run): atomic
+        except OSError:
+            partial = self.final.with_name(self.final.name + ".tmp")
+            shutil.copyfile(self.path, partial)
+            with open(partial, "rb") as fh:
+                os.fsync(fh.fileno())
+            partial.replace(self.final)
         shutil.rmtree(self.path.parent, ignore_errors=True)
         self.path = self.final
         self.db = self._connect()
@@ -244,6 +269,13 @@ def _take(rows: Iterator[tuple[str]], count: int, fits: Callable[[Prompt], bool]
         if len(kept) == count:
             break
     return kept, passed_over
+
+
+def _scratch_dir(final: Path) -> Path:
+    """Where a new run's pool is built: beside the run directory when its parent exists (a rename moves it in),
+    else the system's temporary directory."""
+    parent = final.parent.parent
+    return Path(tempfile.mkdtemp(prefix=f".{final.parent.name}.pool-", dir=parent if parent.is_dir() else None))
 
 
 def _file_sha256(path: Path) -> str:

@@ -77,6 +77,16 @@ def _broadcast(value: Any) -> Any:
     return box[0]
 
 
+def check_engine(name: str) -> None:
+    """With the base sharded across processes (FSDP, ZeRO-3), process 0 cannot generate with it alone."""
+    if sharded() and name == "transformers":
+        raise InputError(
+            f"under {sharded()} the base model is sharded across the processes, so process 0 cannot generate with it: "
+            "use rollout.engine=vllm or vllm-server",
+            field="rollout.engine",
+        )
+
+
 def sharded() -> str | None:
     """The accelerate config's parameter sharding ('fsdp', 'zero3'), or None (DDP, ZeRO-2, one process)."""
     if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
@@ -86,8 +96,15 @@ def sharded() -> str | None:
     return None
 
 
-def check_quantized(quantize: str) -> None:
-    """Refuse a 4-bit base with a launcher setting that bitsandbytes and the sharding engines cannot combine."""
+def check_launcher(quantize: str) -> None:
+    """Refuse launcher settings tao cannot honour: saving a ZeRO-3 adapter needs its weights gathered in 16 bits,
+    and bitsandbytes' 4-bit weights cannot be offloaded by FSDP or DeepSpeed."""
+    if sharded() == "zero3" and os.environ.get("ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL", "").lower() != "true":
+        raise InputError(
+            "under DeepSpeed ZeRO-3 the adapter can be saved only with zero3_save_16bit_model: true in the accelerate "
+            "config (configs/accelerate/zero3.yaml)",
+            field="zero3_save_16bit_model",
+        )
     if quantize != "nf4":
         return
     if sharded() == "fsdp" and os.environ.get("FSDP_OFFLOAD_PARAMS", "").lower() == "true":

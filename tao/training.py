@@ -215,7 +215,7 @@ def grpo_update(
         kl=_mean(logs, "kl"),
         log=logs,
     )
-    save_adapter(model, save_to, trainer if world > 1 else None)
+    save_adapter(model, save_to, trainer if processes.sharded() else None)
     if world > 1:  # who trained what, and whether the processes ended with the same weights
         stats["processes"] = world
         stats["sequences_per_process"] = processes.gather(sum(replay.served.values()))
@@ -225,8 +225,8 @@ def grpo_update(
 
 
 def save_adapter(model: Any, path: Path | None, trainer: Any) -> None:
-    """The trained adapter, saved once (by process 0). Under several processes every process takes part in
-    collecting the weights first: FSDP and ZeRO-3 hold them in shards."""
+    """The trained adapter, saved once (by process 0). With ``trainer`` (FSDP, ZeRO-3: the weights are in shards)
+    every process first takes part in gathering them; under DDP each process holds the same weights already."""
     import shutil
 
     if path is None:

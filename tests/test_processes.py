@@ -86,15 +86,30 @@ def test_bad_input_under_the_launcher_ends_every_process(tiny_model, tmp_path):
     [
         ({"ACCELERATE_USE_FSDP": "true", "FSDP_OFFLOAD_PARAMS": "true"}, "fsdp_offload_params: false"),
         ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3",
-          "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE": "cpu"}, "offload_param_device: none"),
+          "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE": "cpu", "ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL": "true"},
+         "offload_param_device: none"),
     ],
 )  # fmt: skip
 def test_a_4bit_base_with_parameter_offload_is_refused(monkeypatch, env, message):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     with pytest.raises(InputError, match=message):
-        processes.check_quantized("nf4")
-    processes.check_quantized("none")  # a full-precision base can be offloaded
+        processes.check_launcher("nf4")
+    processes.check_launcher("none")  # a full-precision base can be offloaded
+
+
+def test_zero3_without_16bit_gathering_and_generation_from_a_sharded_base_are_refused(monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    with pytest.raises(InputError, match="zero3_save_16bit_model: true"):
+        processes.check_launcher("none")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL", "true")
+    processes.check_launcher("none")
+    with pytest.raises(InputError, match="rollout.engine=vllm or vllm-server"):
+        processes.check_engine("transformers")
+    processes.check_engine("vllm-server")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+    processes.check_engine("transformers")  # ZeRO-2: every process holds the whole base
 
 
 def test_4bit_weights_are_stored_for_sharding_under_fsdp_and_zero3(monkeypatch):

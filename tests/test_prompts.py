@@ -209,3 +209,32 @@ def test_round_choice_prefers_unused_prompts_and_passes_over_what_does_not_fit(t
     assert len(pool.pick(0, 0, 1, Counter(), lambda p: True)[0]) == 10  # 0 = all
     kept, passed_over = pool.pick(0, 0, 1, Counter(), lambda p: p.id != "id-3")
     assert len(kept) == 9 and passed_over == 1 and "id-3" not in {p.id for p in kept}
+
+
+def test_an_ingest_that_cannot_write_is_one_resource_error_and_keeps_the_pool(tmp_path):
+    from tao.errors import ResourceError
+
+    pool = _pool(tmp_path, [f"id-{i}" for i in range(10)])
+    more = tmp_path / "more.jsonl"
+    more.write_text("".join(json.dumps({"id": f"x{i}", "prompt": "long " * 200 + str(i)}) + "\n" for i in range(300)))
+    pages = pool.db.execute("PRAGMA page_count").fetchone()[0]
+    pool.db.execute(f"PRAGMA max_page_count = {pages + 5}")  # a full disk, for this pool
+    with pytest.raises(ResourceError, match="cannot write the prompt pool"), pool.ingest(more, 0.2, 0):
+        pass
+    assert pool.current().version == 1 and pool.sides() == (8, 2)
+
+
+def test_a_pool_that_appeared_meanwhile_is_not_overwritten(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"prompt": "hi"}) + "\n")
+    final = tmp_path / "run" / "pool.sqlite"
+    pool = Pool(final)
+    with pool.ingest(path, 0.0, 0):
+        pass
+    final.parent.mkdir()
+    final.write_bytes(b"another run's pool")
+    with pytest.raises(InputError, match="created this run's prompt pool meanwhile"):
+        pool.settle()
+    assert final.read_bytes() == b"another run's pool"
+    pool.close()
+    assert not any(p.name.startswith(".run.pool-") for p in tmp_path.iterdir())  # the scratch copy is gone
