@@ -97,21 +97,29 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
             f"{version.lines} lines: {version.prompts} prompts ({version.duplicates} duplicates dropped, "
             f"{version.new} new), {train} for training, {held_out} held out; engine: {choice.name} ({choice.reason})"
         )
-        done = []
-        pending = pending_round(paths)
-        if pending:
-            done.append(run_round(pending, ctx))
-        while finished_on_file(paths, version.sha256) < config.run.rounds and not _guard_stops(ctx, config):
-            done.append(run_round(plan_round(paths, config, prompts, version, fits), ctx))
-        if not done and not _guard_stops(ctx, config):
-            console.result(
-                f"nothing to do: {config.run.rounds} round(s) already ran on this prompts file "
-                f"({paths.root}); append prompts or raise --rounds to continue"
-            )
+        done = _rounds(ctx, config, prompts, version, fits)
         # The other processes stop waiting. After an error process 0 exits instead, and the launcher stops them
         # (they may be inside a collective of the update, where an order would never arrive).
         processes.send(None)
         return done
+
+
+def _rounds(
+    ctx: Run, config: Config, prompts: Pool, version: FileVersion, fits: Callable[[Prompt], bool]
+) -> list[dict]:
+    """The unfinished round, then new rounds until this file version has ``run.rounds`` (or the guard stops)."""
+    done = []
+    pending = pending_round(ctx.paths)
+    if pending:
+        done.append(run_round(pending, ctx))
+    while finished_on_file(ctx.paths, version.sha256) < config.run.rounds and not _guard_stops(ctx, config):
+        done.append(run_round(plan_round(ctx.paths, config, prompts, version, fits), ctx))
+    if not done and not _guard_stops(ctx, config):
+        ctx.console.result(
+            f"nothing to do: {config.run.rounds} round(s) already ran on this prompts file "
+            f"({ctx.paths.root}); append prompts or raise --rounds to continue"
+        )
+    return done
 
 
 def _open_pool(paths: RunPaths) -> AbstractContextManager[Pool]:
