@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack, closing, contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from tao.console import Console
 from tao.errors import InputError
 from tao.model import BaseModel, Policy, check_lora_targets, device, resolve_base
 from tao.paths import RoundPaths, RunPaths
-from tao.plan import Plan, finished_on_file, pending_round, plan_round, read_split
+from tao.plan import Plan, finished_on_file, ingest, open_pool, pending_round, plan_round
 from tao.pool import FileVersion, Pool
 from tao.prompts import Prompt, load_prompts
 from tao.storage import locked, publish_dir, read_json, read_jsonl, write_json, write_jsonl, write_text
@@ -82,8 +82,8 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
     with ExitStack() as held:
         if existing:  # a new run directory is made only once its prompts are known to be good
             held.enter_context(locked(paths.lock))
-        prompts = held.enter_context(_open_pool(paths))
-        version = _ingest(prompts, prompts_path, config, fits)
+        prompts = held.enter_context(open_pool(paths))
+        version = ingest(prompts, prompts_path, config, fits)
         if not existing:
             held.enter_context(locked(paths.lock))
         prompts.settle()
@@ -120,23 +120,6 @@ def _rounds(
             f"({ctx.paths.root}); append prompts or raise --rounds to continue"
         )
     return done
-
-
-def _open_pool(paths: RunPaths) -> AbstractContextManager[Pool]:
-    """The run's prompt pool; a run made before the pool existed carries its split.json over."""
-    earlier = read_split(paths) if not paths.pool.is_file() else None
-    prompts = Pool(paths.pool)
-    if earlier:
-        prompts.carry_over(*earlier)
-    return closing(prompts)
-
-
-def _ingest(prompts: Pool, path: Path, config: Config, fits: Callable[[Prompt], bool]) -> FileVersion:
-    """Ingest the prompts file (streamed, validated line by line); refuse a file with nothing to train on."""
-    with prompts.ingest(path, config.data.holdout, config.run.seed) as version:
-        if not prompts.pick(1, config.run.seed, 0, Counter(), fits)[0]:
-            raise InputError("no training prompts (all are held out or too long)", file=path)
-    return version
 
 
 def explore_file(

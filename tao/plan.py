@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tao import pool
@@ -104,3 +106,20 @@ def plan_round(
     write_text(rp.config, to_yaml(config))
     write_json(rp.plan, plan.to_json())
     return rp
+
+
+def open_pool(paths: RunPaths) -> AbstractContextManager[pool.Pool]:
+    """The run's prompt pool; a run made before the pool existed carries its split.json over."""
+    earlier = read_split(paths) if not paths.pool.is_file() else None
+    prompts = pool.Pool(paths.pool)
+    if earlier:
+        prompts.carry_over(*earlier)
+    return closing(prompts)
+
+
+def ingest(prompts: pool.Pool, path: Path, config: Config, fits: Callable[[Prompt], bool]) -> pool.FileVersion:
+    """Ingest the prompts file (streamed, validated line by line); refuse a file with nothing to train on."""
+    with prompts.ingest(path, config.data.holdout, config.run.seed) as version:
+        if not prompts.pick(1, config.run.seed, 0, Counter(), fits)[0]:
+            raise InputError("no training prompts (all are held out or too long)", file=path)
+    return version
