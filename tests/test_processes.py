@@ -11,15 +11,10 @@ import pytest
 from tao import processes
 from tao.errors import InputError
 from tao.paths import RunPaths
+from tao.training import tensors_digest
 from tests.conftest import TINY, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def tensors_digest(tensors: dict) -> str:
-    from tao.training import tensors_digest as digest
-
-    return digest(tensors)
 
 
 def launch(prompts: Path, tiny_model: Path, run_dir: Path) -> subprocess.CompletedProcess:
