@@ -20,7 +20,7 @@ from rollouts.transformers_engine import chat_token_ids, stop_token_ids
 from tao.config import Config
 from tao.console import Console
 from tao.errors import InputError, ResourceError
-from tao.model import BaseModel
+from tao.model import BaseModel, compute_dtype
 from tao.prompts import Prompt
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
@@ -123,7 +123,7 @@ class VllmGenerator:
         args: dict[str, Any] = {
             "model": str(self.base.path),
             "tokenizer": str(self.base.path),
-            "dtype": "bfloat16" if cuda else "float32",  # what the update trains in (bf16 is slow on CPUs)
+            "dtype": str(compute_dtype(model.dtype)).removeprefix("torch."),  # what the update trains in
             "trust_remote_code": model.trust_remote_code,
             "seed": self.config.run.seed,
             "enable_lora": True,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata
 from dataclasses import dataclass
+from pathlib import Path
 
 from packaging.requirements import Requirement
 
@@ -66,7 +67,20 @@ def cuda_finding() -> Finding:
 
     if torch.cuda.is_available():
         return Finding("CUDA", True, f"{torch.cuda.get_device_name(0)} (torch CUDA {torch.version.cuda})")
+    if amx_bf16():
+        return Finding(
+            "CUDA", True, "no GPU; this CPU has AMX-BF16: model.dtype=bfloat16 runs ~1.5x faster than float32"
+        )
     return Finding("CUDA", True, "no GPU: generation and training run on the CPU (slow beyond small models)")
+
+
+def amx_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU multiplies bfloat16 matrices in hardware (AMX-BF16), so that model.dtype=bfloat16 pays."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return False
+    return any(line.startswith("flags") and "amx_bf16" in line.split() for line in text.splitlines())
 
 
 def bitsandbytes_finding(cuda: bool) -> Finding:

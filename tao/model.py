@@ -125,11 +125,14 @@ def load_tokenizer(base: BaseModel, config: ModelConfig) -> Any:
 
 
 def load_base(base: BaseModel, config: ModelConfig) -> Any:
-    """The base model in eval mode: float32 on CPU, bfloat16 on GPU, or 4-bit NF4 with ``quantize: nf4``."""
+    """The base model in eval mode, in ``compute_dtype(config.dtype)``, or 4-bit NF4 with ``quantize: nf4``."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(
-        base.path, use_safetensors=True, trust_remote_code=config.trust_remote_code, **load_kwargs(config.quantize)
+        base.path,
+        use_safetensors=True,
+        trust_remote_code=config.trust_remote_code,
+        **load_kwargs(config.quantize, config.dtype),
     )
     if config.quantize == "none" and processes.sharded() is None:  # FSDP / ZeRO-3 place the shards themselves
         model.to(device())
@@ -137,13 +140,23 @@ def load_base(base: BaseModel, config: ModelConfig) -> Any:
     return model
 
 
-def load_kwargs(quantize: str) -> dict[str, Any]:
+def compute_dtype(dtype: str = "auto") -> Any:
+    """The torch dtype for ``model.dtype``: auto is bfloat16 on GPUs and float32 on CPUs (bfloat16 pays off there
+    only with AMX-BF16, and changes every number a CPU run produces, so it is asked for, not guessed)."""
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device().type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+
+
+def load_kwargs(quantize: str, dtype: str = "auto") -> dict[str, Any]:
     """``from_pretrained`` arguments for the compute precision and ``quantize`` (none, or 4-bit NF4 QLoRA)."""
     import torch
     from transformers import BitsAndBytesConfig
 
     dev = device()
-    compute = torch.bfloat16 if dev.type == "cuda" else torch.float32  # bf16 is ~20x slower on CPUs
+    compute = compute_dtype(dtype)
     kwargs: dict[str, Any] = {"dtype": compute}
     if quantize == "nf4":
         # FSDP and ZeRO-3 shard the 4-bit weights like any others only when they are stored in the compute
