@@ -123,7 +123,7 @@ class VllmGenerator:
         args: dict[str, Any] = {
             "model": str(self.base.path),
             "tokenizer": str(self.base.path),
-            "dtype": str(compute_dtype(model.dtype)).removeprefix("torch."),  # what the update trains in
+            "dtype": str(compute_dtype(model.dtype, cuda)).removeprefix("torch."),  # what the update trains in
             "trust_remote_code": model.trust_remote_code,
             "seed": self.config.run.seed,
             "enable_lora": True,

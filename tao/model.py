@@ -125,7 +125,7 @@ def load_tokenizer(base: BaseModel, config: ModelConfig) -> Any:
 
 
 def load_base(base: BaseModel, config: ModelConfig) -> Any:
-    """The base model in eval mode, in ``compute_dtype(config.dtype)``, or 4-bit NF4 with ``quantize: nf4``."""
+    """The base model in eval mode, in ``model.dtype``, or 4-bit NF4 with ``quantize: nf4``."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(
@@ -140,13 +140,13 @@ def load_base(base: BaseModel, config: ModelConfig) -> Any:
     return model
 
 
-def compute_dtype(dtype: str = "auto") -> Any:
+def compute_dtype(dtype: str, gpu: bool) -> Any:
     """The torch dtype for ``model.dtype``: auto is bfloat16 on GPUs and float32 on CPUs (bfloat16 pays off there
     only with AMX-BF16, and changes every number a CPU run produces, so it is asked for, not guessed)."""
     import torch
 
     if dtype == "auto":
-        return torch.bfloat16 if device().type == "cuda" else torch.float32
+        return torch.bfloat16 if gpu else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
 
 
@@ -156,7 +156,7 @@ def load_kwargs(quantize: str, dtype: str = "auto") -> dict[str, Any]:
     from transformers import BitsAndBytesConfig
 
     dev = device()
-    compute = compute_dtype(dtype)
+    compute = compute_dtype(dtype, gpu=dev.type == "cuda")
     kwargs: dict[str, Any] = {"dtype": compute}
     if quantize == "nf4":
         # FSDP and ZeRO-3 shard the 4-bit weights like any others only when they are stored in the compute

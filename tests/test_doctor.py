@@ -106,3 +106,12 @@ def test_tensor_parallelism_over_more_gpus_than_there_are_is_a_fault(no_vllm, mo
         "FIX  engine: rollout.tensor_parallel_size: 2 GPUs asked for tensor parallelism, 1 CUDA GPU(s) here"
         "  -> lower rollout.tensor_parallel_size"
     )
+
+
+def test_amx_bf16_is_read_from_the_cpu_flags(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile\n")
+    assert not tao.doctor.amx_bf16(info)  # AVX512-BF16 alone is not the matrix unit
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f amx_bf16 amx_tile\n")
+    assert tao.doctor.amx_bf16(info)
+    assert not tao.doctor.amx_bf16(tmp_path / "absent")

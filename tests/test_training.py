@@ -171,3 +171,35 @@ def test_the_kl_reference_of_a_continued_adapter_is_the_base_model(policy, tmp_p
     with policy.attached(tmp_path / "parent", trainable=True, seed=0) as trainer_model:
         stats = grpo_update(trainer_model, policy.tokenizer, groups, config, tmp_path / "s", Console(True))
     assert stats["steps"] == 1 and adapters_seen == [["default"]] and stats["kl"] is not None
+
+
+def test_a_bfloat16_base_trains_its_adapter_in_float32_and_saves_it_for_any_dtype(tiny_model, tmp_path):
+    config = replace(Config(), model={"dtype": "bfloat16"})
+    policy = Policy(BaseModel("tiny", tiny_model, "x"), config.model, config.lora)
+    groups = make_groups(policy, [[0.0, 1.0, 0.0, 1.0], [0.2, 0.2, 0.9, 0.1]])
+    with policy.attached(None, trainable=True, seed=0) as model:
+        base_before, lora_before = snapshot(model, lora=False), snapshot(model, lora=True)
+        assert {p.dtype for p in base_before.values()} == {torch.bfloat16}
+        stats = grpo_update(
+            model,
+            policy.tokenizer,
+            groups,
+            replace(CONFIG, model={"dtype": "bfloat16"}),
+            tmp_path / "s",
+            Console(True),
+            save_to=tmp_path / "adapter",
+        )
+        lora_after = snapshot(model, lora=True)
+        assert all(torch.equal(p, snapshot(model, lora=False)[n]) for n, p in base_before.items())
+    assert stats["steps"] == 1 and stats["kl"] is not None
+    assert {p.dtype for p in lora_after.values()} == {torch.float32}
+    assert any(not torch.equal(lora_before[n], lora_after[n]) for n in lora_before if "lora_B" in n)
+    # the saved adapter serves a float32 base as well: it generates with it
+    fp32 = Policy(BaseModel("tiny", tiny_model, "x"), Config().model, Config().lora)
+    prompt = Prompt("q", (Message("user", "question"),))
+    with fp32.attached(tmp_path / "adapter") as model:
+        assert next(model.parameters()).dtype == torch.float32
+    out = TransformersGenerator(fp32, 4, Console(True)).generate(
+        [prompt], Sampling(2, 1.0, 1.0, 4, seed=0), tmp_path / "adapter"
+    )
+    assert len(out) == 2 and all(c.token_ids for c in out)

@@ -39,6 +39,11 @@ def test_cpu_engine_arguments(tiny_model, monkeypatch):
     assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "2"
 
 
+def test_vllm_computes_in_the_dtype_the_update_trains_in(tiny_model):
+    assert engine(tiny_model, model={"dtype": "bfloat16"}).engine_args()["dtype"] == "bfloat16"
+    assert engine(tiny_model, cuda=True, model={"dtype": "float32"}).engine_args()["dtype"] == "float32"
+
+
 def test_gpu_engine_arguments(tiny_model):
     args = engine(
         tiny_model,
