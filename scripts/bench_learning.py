@@ -199,7 +199,7 @@ def tao_rounds(work: Path) -> list[dict]:
     return out
 
 
-OVERLAY_COLORS = ("tab:green", "tab:red", "tab:purple", "tab:brown")
+OVERLAY_COLORS = ("tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan")
 
 
 def chart(result: dict, path: Path, overlays: dict[str, dict]) -> None:
