@@ -41,8 +41,9 @@ class TransformersGenerator:
 
     name = "transformers"
 
-    def __init__(self, policy: Policy, batch_size: int, console: Console):
-        self.policy = policy
+    def __init__(self, policy: Policy, batch_size: int, console: Console, own_copy: bool = False):
+        self.policy = policy  # the run's policy, or (own_copy) a copy of the base in another precision
+        self.own_copy = own_copy
         self.tokenizer = policy.tokenizer
         self.batch_size = batch_size  # sequences per generate call
         self.console = console
@@ -52,7 +53,9 @@ class TransformersGenerator:
         return chat_token_ids(self.tokenizer, prompt)
 
     def release(self) -> None:
-        """Nothing to give back: the engine's model is the policy the update trains."""
+        """Drop an own copy of the base (the update needs the memory); the run's policy is the update's to keep."""
+        if self.own_copy:
+            self.policy.unload()
 
     def close(self) -> None:
         """Nothing to stop: the policy belongs to the run."""
