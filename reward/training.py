@@ -81,7 +81,6 @@ def train_reward_model(pairs_path: Path, config: Config, out: Path, console: Con
 
 
 def _train(pairs: list[Pair], base: Any, config: Config, scratch: Path, out: Path, console: Console) -> dict:
-    import torch
     from datasets import Dataset
     from peft import PeftModel
     from trl import RewardConfig, RewardTrainer
@@ -106,7 +105,7 @@ def _train(pairs: list[Pair], base: Any, config: Config, scratch: Path, out: Pat
         max_length=config.data.max_prompt_tokens + config.rollout.max_new_tokens,
         **trainer_settings(scratch, config.run.seed),
     )
-    model = _classifier(base.path, tokenizer, config.model.quantize)
+    model = _classifier(base.path, tokenizer, config.model.quantize, config.model.dtype)
     trainer = RewardTrainer(
         model=model,
         args=args,
@@ -119,7 +118,7 @@ def _train(pairs: list[Pair], base: Any, config: Config, scratch: Path, out: Pat
     trainer.train()
     trainer.model.save_pretrained(scratch / "adapter")
     # merge into a full-precision copy of the base, whatever precision training used
-    full = _classifier(base.path, tokenizer, "none", dtype=torch.float32)
+    full = _classifier(base.path, tokenizer, "none", "float32")
     merged = PeftModel.from_pretrained(full, scratch / "adapter").merge_and_unload()
     shutil.rmtree(out, ignore_errors=True)
     merged.save_pretrained(out, safe_serialization=True)
@@ -134,13 +133,11 @@ def _train(pairs: list[Pair], base: Any, config: Config, scratch: Path, out: Pat
     }
 
 
-def _classifier(path: Path, tokenizer: Any, quantize: str, dtype: Any = None) -> Any:
+def _classifier(path: Path, tokenizer: Any, quantize: str, dtype: str) -> Any:
     """The base as a one-output sequence classifier (a new scoring head), loaded like a run's base."""
     from transformers import AutoModelForSequenceClassification
 
-    kwargs = load_kwargs(quantize)
-    if dtype is not None:
-        kwargs["dtype"] = dtype
+    kwargs = load_kwargs(quantize, dtype)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, use_safetensors=True, **kwargs)
     model.config.pad_token_id = tokenizer.pad_token_id
     return model

@@ -50,6 +50,33 @@ def test_a_learnable_preference_is_learned_and_measured_on_held_out_prompts(trai
     assert result["verifier"]["answers_scored"] == 160 and result["verifier"]["spearman"] > 0.5
 
 
+def test_a_bfloat16_base_trains_a_reward_model_saved_in_float32(tiny_model, tmp_path, monkeypatch):
+    """model.dtype=bfloat16: the classifier trains over a bfloat16 base (its LoRA weights in float32 on a CPU),
+    learns the preference, and is merged into a float32 model."""
+    from safetensors.torch import load_file
+
+    import reward.training
+
+    loads = []
+    real = reward.training.load_kwargs
+    monkeypatch.setattr(reward.training, "load_kwargs", lambda *a: loads.append(a) or real(*a))
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", synthetic_pairs(80))
+    sets = [
+        "model.dtype=bfloat16",
+        "reward_model.learning_rate=2e-3",
+        "reward_model.epochs=3",
+        "reward_model.batch_size=8",
+    ]
+    result = cli("reward", "train", "--pairs", pairs, "--out", tmp_path / "rm", "--model", tiny_model, "--quiet",
+                 *[x for s in sets for x in ("--set", s)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "rm" / "manifest.json").read_text())
+    assert loads == [("none", "bfloat16"), ("none", "float32")]  # trained over bfloat16, merged into float32
+    assert manifest["evaluation"]["pairwise_accuracy"]["mean"] >= 0.9, manifest["evaluation"]
+    weights = load_file(tmp_path / "rm" / "model" / "model.safetensors")
+    assert {str(w.dtype) for w in weights.values()} == {"torch.float32"}
+
+
 def test_the_reward_model_loads_in_a_tao_run_and_in_trl(trained, tiny_model, prompts_file, tmp_path):
     root, _ = trained
     model_dir = root / "rm" / "model"
