@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from rollouts.generator import Generator
 from tao.config import Config
 from tao.console import Console
 from tao.errors import InputError
-from tao.model import BaseModel, Policy, compute_dtype, device
+from tao.model import BaseModel, Policy
 
 INSTALL_GPU = "pip install 'tao[vllm]'"
 INSTALL_CPU = "scripts/install_vllm_cpu.sh"
@@ -90,15 +90,4 @@ def open_engine(choice: EngineChoice, base: BaseModel, policy: Policy, config: C
         return VllmServerGenerator(base, policy.tokenizer, config, console)
     from rollouts.transformers_engine import TransformersGenerator
 
-    cuda = device().type == "cuda"
-    if generation_dtype(config, cuda) == str(compute_dtype(config.model.dtype, cuda)).removeprefix("torch."):
-        return TransformersGenerator(policy, config.rollout.batch_size, console)
-    # its own copy of the base in the generation precision, loaded on first use and dropped before each update
-    own = Policy(base, replace(config.model, dtype=generation_dtype(config, cuda)), config.lora)
-    return TransformersGenerator(own, config.rollout.batch_size, console, own_copy=True)
-
-
-def generation_dtype(config: Config, cuda: bool) -> str:
-    """The precision generation computes in, "float32" or "bfloat16": ``rollout.dtype``, auto = ``model.dtype``."""
-    asked = config.model.dtype if config.rollout.dtype == "auto" else config.rollout.dtype
-    return str(compute_dtype(asked, cuda)).removeprefix("torch.")
+    return TransformersGenerator(policy, config.rollout.batch_size, console)

@@ -41,9 +41,8 @@ class TransformersGenerator:
 
     name = "transformers"
 
-    def __init__(self, policy: Policy, batch_size: int, console: Console, own_copy: bool = False):
-        self.policy = policy  # the run's policy, or (own_copy) a copy of the base in another precision
-        self.own_copy = own_copy
+    def __init__(self, policy: Policy, batch_size: int, console: Console):
+        self.policy = policy
         self.tokenizer = policy.tokenizer
         self.batch_size = batch_size  # sequences per generate call
         self.console = console
@@ -53,9 +52,7 @@ class TransformersGenerator:
         return chat_token_ids(self.tokenizer, prompt)
 
     def release(self) -> None:
-        """Drop an own copy of the base (the update needs the memory); the run's policy is the update's to keep."""
-        if self.own_copy:
-            self.policy.unload()
+        """Nothing to give back: the engine's model is the policy the update trains."""
 
     def close(self) -> None:
         """Nothing to stop: the policy belongs to the run."""

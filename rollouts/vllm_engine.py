@@ -15,13 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rollouts.engine import generation_dtype
 from rollouts.generator import Candidate, Sampling
 from rollouts.transformers_engine import chat_token_ids, stop_token_ids
 from tao.config import Config
 from tao.console import Console
 from tao.errors import InputError, ResourceError
-from tao.model import BaseModel
+from tao.model import BaseModel, compute_dtype
 from tao.prompts import Prompt
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
@@ -124,7 +123,7 @@ class VllmGenerator:
         args: dict[str, Any] = {
             "model": str(self.base.path),
             "tokenizer": str(self.base.path),
-            "dtype": generation_dtype(self.config, cuda),  # rollout.dtype; auto: what the update trains in
+            "dtype": str(compute_dtype(model.dtype, cuda)).removeprefix("torch."),  # what the update trains in
             "trust_remote_code": model.trust_remote_code,
             "seed": self.config.run.seed,
             "enable_lora": True,

@@ -40,9 +40,8 @@ class ModelConfig:
 
     name: str = "default"  # "default" = embedded SmolLM2-135M-Instruct, a local model dir, or a hub id
     quantize: Literal["none", "nf4"] = "none"  # nf4: 4-bit base with bitsandbytes (QLoRA)
-    # Compute precision of training, and of generation unless rollout.dtype says otherwise. auto: bfloat16 on GPUs,
-    # float32 on CPUs. bfloat16 on a CPU with AMX-BF16 (Sapphire Rapids and later; `tao doctor` says) generates 1.8x
-    # and trains 1.4x faster than float32.
+    # Compute precision of generation and training. auto: bfloat16 on GPUs, float32 on CPUs. bfloat16 on a CPU with
+    # AMX-BF16 (Sapphire Rapids and later; `tao doctor` says) generates 1.8x and trains 1.4x faster than float32.
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     trust_remote_code: bool = False  # run Python code shipped with the model; off unless you trust it
 
@@ -89,10 +88,6 @@ class RolloutConfig:
     top_p: float = 1.0
     max_new_tokens: int = 128  # also the answer budget at evaluation
     batch_size: int = 32  # sequences decoded together (vLLM: max_num_seqs)
-    # Precision of generation (exploration and evaluation); auto = model.dtype. bfloat16 with a float32 model on an
-    # AMX-BF16 CPU: generation at bfloat16 speed, the update's log-probabilities in float32 (a second copy of the
-    # base in memory while generating, with the transformers engine).
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     gpu_memory_utilization: float = 0.35  # vLLM on a GPU: its share of GPU memory; the update gets the rest
     kv_cache_gib: int = 0  # vLLM's KV cache in GiB; 0 = automatic (GPU: what the share above leaves; CPU: 2)
     tensor_parallel_size: int = 1  # vLLM (offline): GPUs the base is sharded over (vllm.LLM's tensor_parallel_size)

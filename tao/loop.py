@@ -19,7 +19,7 @@ from typing import Any
 
 from reward.scorer import RewardSet
 from rollouts import strategies
-from rollouts.engine import choose_engine, generation_dtype, open_engine
+from rollouts.engine import choose_engine, open_engine
 from rollouts.generator import Candidate, Generator, Sampling
 from rollouts.transformers_engine import chat_token_ids
 from tao import evaluation, faults, guard, processes, registry, report
@@ -198,7 +198,6 @@ def explore(
     write_jsonl(rp.rollouts, (c.to_row() for c in candidates))
     return {
         "engine": ctx.engine.name,
-        "dtype": generation_dtype(config, device().type == "cuda"),
         "policy": f"round {rp.index - 1} adapter" if parent else "base model",
         "sampling": asdict(sampling),
         "candidates": len(candidates),
@@ -314,8 +313,7 @@ def _stage(rp: RoundPaths, name: str, work: Callable[[], dict]) -> dict:
 
 def _baseline(ctx: Run, config: Config, rewards: RewardSet, prompts: tuple[Prompt, ...]) -> list[dict]:
     """Greedy base-model rows for ``prompts``, cached in the run by what they depend on; only missing ones run."""
-    dtype = generation_dtype(config, device().type == "cuda")
-    key = f"{'|'.join(rewards.specs)}|{config.model.quantize}|{config.rollout.max_new_tokens}|{ctx.engine.name}|{dtype}"
+    key = f"{'|'.join(rewards.specs)}|{config.model.quantize}|{config.rollout.max_new_tokens}|{ctx.engine.name}"
     path = ctx.paths.baseline_eval
     cached = {(r["prompt_id"], r["key"]): r for r in (read_jsonl(path) if path.is_file() else [])}
     missing = [p for p in prompts if (p.id, key) not in cached]

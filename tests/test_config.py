@@ -61,7 +61,6 @@ def test_list_override():
         ("model:\n  trust_remote_code: 'yes'\n", "model.trust_remote_code", "expected true or false"),
         ("model:\n  quantize: int3\n", "model.quantize", "expected one of none, nf4"),
         ("model:\n  dtype: float16\n", "model.dtype", "expected one of auto, float32, bfloat16"),
-        ("rollout:\n  dtype: half\n", "rollout.dtype", "expected one of auto, float32, bfloat16"),
         ("rollout: 3\n", "rollout", "must be a mapping"),
     ],
 )

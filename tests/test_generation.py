@@ -56,26 +56,3 @@ def test_prompt_goes_through_the_chat_template(generator):
 def test_greedy_with_several_candidates_is_refused():
     with pytest.raises(ValueError):
         Sampling(n=2, temperature=0.0, top_p=1.0, max_new_tokens=4, seed=0)
-
-
-def test_rollout_dtype_generates_with_its_own_copy_of_the_base(tiny_model):
-    """rollout.dtype=bfloat16 over a float32 model: generation runs on a bfloat16 copy, loaded by the engine and
-    dropped at release (before the update); the run's float32 policy is never loaded by generating."""
-    import torch
-
-    from rollouts.engine import EngineChoice, open_engine
-    from tao.config import Config, replace
-
-    base = BaseModel("tiny", tiny_model, "x")
-    config = replace(Config(), model={"dtype": "float32"}, rollout={"dtype": "bfloat16"})
-    run_policy = Policy(base, config.model, config.lora)
-    engine = open_engine(EngineChoice("transformers", "test"), base, run_policy, config, Console(True))
-    assert engine.policy is not run_policy and engine.policy.model_config.dtype == "bfloat16"
-    out = engine.generate(prompts(2), Sampling(n=2, temperature=1.0, top_p=1.0, max_new_tokens=6, seed=0), None)
-    assert len(out) == 4 and all(c.token_ids for c in out)
-    assert next(engine.policy._model.parameters()).dtype == torch.bfloat16
-    assert run_policy._model is None
-    engine.release()
-    assert engine.policy._model is None
-    same = open_engine(EngineChoice("transformers", "test"), base, run_policy, Config(), Console(True))
-    assert same.policy is run_policy  # auto: generation shares the update's model

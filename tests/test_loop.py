@@ -63,7 +63,6 @@ def test_round_artefacts_and_lineage(finished_run, tiny_model):
     metrics = json.loads(rp.metrics.read_text())
     assert set(metrics) == {"explore", "score", "update", "evaluate"}
     assert metrics["explore"]["seconds"] > 0 and metrics["update"]["seconds"] > 0 and metrics["update"]["steps"] >= 1
-    assert metrics["explore"]["dtype"] == "float32"  # on a CPU, auto generates in the update's precision
     assert (
         m["evaluation"]["prompts"] == 3
         and m["evaluation"]["difference"]["low"] <= m["evaluation"]["difference"]["high"]
@@ -77,22 +76,6 @@ def test_round_artefacts_and_lineage(finished_run, tiny_model):
     held = set(held_out_ids(run_dir))
     trained = {p["id"] for p in json.loads(rp.plan.read_text())["prompts"]}
     assert len(held) == 3 and not held & trained  # held-out prompts are never trained on
-
-
-def test_bfloat16_generation_over_a_float32_update(tiny_model, tmp_path):
-    """rollout.dtype=bfloat16: exploration and the held-out answers in bfloat16 (recorded, and the base's cached
-    answers keyed by it), while the update trains and saves a float32 adapter."""
-    from safetensors.torch import load_file
-
-    prompts = write_jsonl(tmp_path / "logs.jsonl", [{"prompt": f"say something {i}", "id": f"p{i}"} for i in range(12)])
-    result = tao_run(prompts, tiny_model, tmp_path / "run", "--set", "rollout.dtype=bfloat16")
-    assert result.exit_code == 0, result.output
-    rp = RunPaths(tmp_path / "run").round(1)
-    assert json.loads(rp.metrics.read_text())["explore"]["dtype"] == "bfloat16"
-    assert {r["key"].rsplit("|", 1)[1] for r in read_jsonl(RunPaths(tmp_path / "run").baseline_eval)} == {"bfloat16"}
-    weights = load_file(rp.adapter / "adapter_model.safetensors")
-    assert {str(w.dtype) for w in weights.values()} == {"torch.float32"}
-    assert any(w.abs().sum() > 0 for k, w in weights.items() if "lora_B" in k)  # trained: B left zero otherwise
 
 
 def held_out_ids(run_dir: Path) -> list[str]:

@@ -44,12 +44,6 @@ def test_vllm_computes_in_the_dtype_the_update_trains_in(tiny_model):
     assert engine(tiny_model, cuda=True, model={"dtype": "float32"}).engine_args()["dtype"] == "float32"
 
 
-def test_rollout_dtype_overrides_the_models_for_generation_only(tiny_model):
-    both = {"model": {"dtype": "float32"}, "rollout": {"dtype": "bfloat16"}}
-    assert engine(tiny_model, **both).engine_args()["dtype"] == "bfloat16"
-    assert engine(tiny_model, cuda=True, rollout={"dtype": "float32"}).engine_args()["dtype"] == "float32"
-
-
 def test_gpu_engine_arguments(tiny_model):
     args = engine(
         tiny_model,
