@@ -68,7 +68,11 @@ def cuda_finding() -> Finding:
     if torch.cuda.is_available():
         return Finding("CUDA", True, f"{torch.cuda.get_device_name(0)} (torch CUDA {torch.version.cuda})")
     if amx_bf16():
-        return Finding("CUDA", True, "no GPU; this CPU has AMX-BF16: model.dtype=bfloat16 runs rounds ~1.3x faster")
+        return Finding(
+            "CUDA",
+            True,
+            "no GPU; AMX-BF16 CPU: model.dtype=bfloat16 runs rounds ~1.3x faster (but learned less, RESULTS.md)",
+        )
     return Finding("CUDA", True, "no GPU: generation and training run on the CPU (slow beyond small models)")
 
 
