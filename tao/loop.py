@@ -26,7 +26,7 @@ from tao import evaluation, faults, guard, processes, registry, report
 from tao.config import Config, load_config, to_dict, to_yaml
 from tao.console import Console
 from tao.errors import InputError
-from tao.model import BaseModel, Policy, check_lora_targets, device, resolve_base
+from tao.model import BaseModel, Policy, check_lora_targets, device, gpu_peak, resolve_base
 from tao.paths import RoundPaths, RunPaths
 from tao.plan import Plan, finished_on_file, ingest, open_pool, pending_round, plan_round
 from tao.pool import FileVersion, Pool
@@ -300,13 +300,16 @@ def evaluate(
 
 
 def _stage(rp: RoundPaths, name: str, work: Callable[[], dict]) -> dict:
-    """Run ``work`` unless its record exists; record its figures and wall time."""
+    """Run ``work`` unless its record exists; record its figures, wall time and (on a GPU) peak memory."""
     record = rp.stage(name)
     if record.is_file():
         return read_json(record)
     started = time.perf_counter()
-    stats = work()
+    peak: dict = {}
+    with gpu_peak(peak):
+        stats = work()
     stats["seconds"] = round(time.perf_counter() - started, 2)
+    stats.update(peak)
     write_json(record, stats)
     return stats
 

@@ -112,6 +112,20 @@ def device() -> Any:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
+@contextmanager
+def gpu_peak(figures: dict) -> Iterator[None]:
+    """Record in ``figures["peak_gpu_gib"]`` the most GPU memory torch's allocator held inside the block (GiB);
+    nothing on a CPU. Memory that vLLM reserves for its KV cache counts from the moment it is taken."""
+    import torch
+
+    if not torch.cuda.is_available():
+        yield
+        return
+    torch.cuda.reset_peak_memory_stats(device())
+    yield
+    figures["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated(device()) / 2**30, 2)
+
+
 def load_tokenizer(base: BaseModel, config: ModelConfig) -> Any:
     from transformers import AutoTokenizer
 
