@@ -33,6 +33,12 @@ def rounds_within(work: Path, budget: float) -> list[Path]:
     return [work / "tao-run" / f"round-{r:04d}" / "adapter" for r in done]
 
 
+def write_result(out: Path, result: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
 def average(base: Path, adapters: list[Path], out: Path, combination: str) -> None:
     """Equal-weight average of ``adapters`` as one peft adapter in ``out`` (built beside it, then renamed)."""
     import torch
@@ -103,9 +109,7 @@ def main() -> None:
         "wins_vs_base": {s: report["wins"][s] for run in specs.values() for s in run.values()},
         "seconds": round(time.perf_counter() - started, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":
