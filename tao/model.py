@@ -115,7 +115,8 @@ def device() -> Any:
 @contextmanager
 def gpu_peak(figures: dict) -> Iterator[None]:
     """Record in ``figures["peak_gpu_gib"]`` the most GPU memory torch's allocator held inside the block (GiB);
-    nothing on a CPU. Memory that vLLM reserves for its KV cache counts from the moment it is taken."""
+    nothing on a CPU. Measured with the transformers engine; whether vLLM's own memory pools show in it is not
+    checked (vLLM has not run on a GPU here)."""
     import torch
 
     if not torch.cuda.is_available():
