@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,6 +102,7 @@ def qlora_round(out: Path, work: Path, seconds: float) -> dict:
         "update.min_spread=0",
         "run.rounds=1",
     ]
+    shutil.rmtree(work / "run", ignore_errors=True)  # a warm machine keeps /tmp: measure a fresh round
     command = [sys.executable, "-m", "tao.cli", "run", "--prompts", str(prompts), "--run-dir", str(work / "run")]
     command += ["--config", str(ROOT / "configs/llama-3.1-8b-qlora.yaml"), "--quiet"]
     command += ["--reward", f"{Path(__file__).resolve()}:even_tokens"] + [x for s in sets for x in ("--set", s)]
