@@ -32,13 +32,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.conftest import CHATML  # noqa: E402  (the tests' chat template: the same ChatML)
+
 VOCAB = 128256  # Llama 3's
 SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-CHATML = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
 
 def even_tokens(prompts: list, completions: list, completion_ids: list, **kwargs: object) -> list[float]:
