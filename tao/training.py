@@ -177,6 +177,7 @@ def grpo_update(
         # Several passes reuse each replayed batch with its log-probs fixed at the first pass (trl's num_iterations),
         # so trl's clipped ratio bounds the later passes; candidates are never generated or replayed again.
         num_iterations=config.update.epochs,
+        scale_rewards="group" if config.update.scale_rewards else "none",
         num_train_epochs=1,
         num_generations=group_size,
         per_device_train_batch_size=group_size,  # one prompt group per micro-batch
