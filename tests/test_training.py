@@ -203,3 +203,30 @@ def test_a_bfloat16_base_trains_its_adapter_in_float32_and_saves_it_for_any_dtyp
         assert next(model.parameters()).dtype == torch.float32
         tuned = model(ids).logits
     assert not torch.allclose(plain, tuned)
+
+
+@pytest.mark.parametrize("scale", [True, False])
+def test_scale_rewards_decides_whether_a_small_spread_pushes_as_hard_as_a_big_one(policy, tmp_path, monkeypatch, scale):
+    """Advantages as trl trains with them: divided by each group's std (every group pushes alike), or left in the
+    reward's units (a group split by 0.2 pushes a fifth as hard as one split by 1.0)."""
+    from trl import GRPOTrainer
+
+    groups = make_groups(policy, [[0.0, 0.2, 0.0, 0.2], [0.0, 1.0, 0.0, 1.0]])
+    advantages = []
+    real = GRPOTrainer._generate_and_score_completions
+
+    def recording(self, inputs):
+        out = real(self, inputs)
+        advantages.extend(out["advantages"].tolist())
+        return out
+
+    monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", recording)
+    config = replace(CONFIG, update={"scale_rewards": scale})
+    with policy.attached(None, trainable=True, seed=0) as model:
+        grpo_update(model, policy.tokenizer, groups, config, tmp_path / "s", Console(True))
+    by_size = sorted(abs(a) for a in advantages)
+    small, large = by_size[:4], by_size[4:]
+    if scale:
+        assert small == pytest.approx(large, rel=1e-3) and large[0] == pytest.approx(0.866, abs=1e-3)  # 0.5 / std
+    else:
+        assert small == pytest.approx([0.1] * 4, abs=1e-6) and large == pytest.approx([0.5] * 4, abs=1e-6)
