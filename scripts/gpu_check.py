@@ -154,9 +154,9 @@ def environment(out: Path) -> dict:
 
 
 def test_suite(out: Path, seconds: float) -> dict:
-    """The default and gpu tests over 8 workers of 2 threads each. At ``seconds`` pytest is interrupted (SIGINT), so
-    it still prints which tests failed so far."""
-    command = [sys.executable, "-m", "pytest", "-q", "-rf", "-n", "8", "-m", "not slow and not vllm"]
+    """The default and gpu tests over 8 workers of 2 threads each. At ``seconds`` pytest is interrupted (SIGINT).
+    Verbose, so that each test's outcome is logged as it ends: a failure is named even if the summary is cut."""
+    command = [sys.executable, "-m", "pytest", "-v", "-rf", "-n", "8", "-m", "not slow and not vllm"]
     command += ["-p", "no:cacheprovider", "--timeout", "300"]
     env = {**os.environ, "OMP_NUM_THREADS": "2"}  # 16 cores: 8 workers x 2 threads, not 8 x 16
     started = time.perf_counter()
@@ -172,7 +172,9 @@ def test_suite(out: Path, seconds: float) -> dict:
             except subprocess.TimeoutExpired:
                 proc.kill()
     lines = (out / "tests.log").read_text().splitlines()
-    failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
+    failed = sorted(
+        {line.split(" FAILED ")[-1].split(" ERROR ")[-1] for line in lines if " FAILED " in line or " ERROR " in line}
+    )
     summary = [line for line in lines if " passed" in line or " failed" in line][-1:]
     return {"exit_code": code, "seconds": round(time.perf_counter() - started, 1), "summary": summary, "failed": failed}
 

@@ -120,7 +120,9 @@ def prompts_file(tmp_path: Path) -> Path:
 
 
 # Settings that make a whole round on the tiny model take seconds.
+# float32 on any device, so that a GPU machine compares its answers with CPU recomputations exactly.
 TINY = [
+    "model.dtype=float32",
     "data.holdout=0.25",
     "data.prompts_per_round=4",
     "rollout.num_candidates=4",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 import rollouts.engine
 import tao.doctor
@@ -22,11 +24,20 @@ def no_vllm(monkeypatch):
     monkeypatch.setattr(tao.doctor, "installed", lambda d: None if d.startswith("vllm") else real_installed(d))
 
 
+@pytest.fixture
+def matrix(monkeypatch):
+    """A fixed tested matrix that what is "installed" meets, whatever this machine has: the verdicts below must
+    not depend on the machine (the GPU machine ran the tests from an uninstalled tree, with another torch)."""
+    pins = {"transformers": ("transformers>=5.19,<5.20", "5.19.0"), "torch": ("torch>=2.13,<2.14", "2.13.0+cpu")}
+    monkeypatch.setattr(tao.doctor, "tested_matrix", lambda: [Requirement(r) for r, _ in pins.values()])
+    monkeypatch.setattr(tao.doctor, "installed", lambda d: pins[d][1] if d in pins else None)
+
+
 def lines(output: str) -> dict[str, str]:
     return {line.split(":")[0].split(None, 1)[1]: line for line in output.splitlines() if ":" in line}
 
 
-def test_without_vllm_auto_takes_transformers_and_all_is_well(no_vllm):
+def test_without_vllm_auto_takes_transformers_and_all_is_well(no_vllm, matrix):
     result = cli("doctor")
     found = lines(result.output)
     assert result.exit_code == 0, result.output
@@ -35,6 +46,17 @@ def test_without_vllm_auto_takes_transformers_and_all_is_well(no_vllm):
     assert "auto takes transformers" in found["engine"]
     assert found["transformers"].startswith("ok ") and "tested: >=5.19,<5.20" in found["transformers"]
     assert "bitsandbytes 4-bit" in found and result.output.rstrip().endswith("everything tao needs is in place")
+
+
+def test_the_tested_matrix_is_what_pyproject_pins():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    matrix = tao.doctor.tested_matrix()
+    if matrix is None:
+        pytest.skip("tao runs from an uninstalled source tree here (no package metadata)")
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    declared = {Requirement(d).name: Requirement(d).specifier for d in pyproject["project"]["dependencies"]}
+    assert {r.name: r.specifier for r in matrix if r.name in declared} == declared
+    assert "vllm" in {r.name for r in matrix}  # the GPU extra's pin counts too
 
 
 def test_a_vllm_that_does_not_import_is_a_fault(tmp_path, monkeypatch):
@@ -50,7 +72,7 @@ def test_a_vllm_that_does_not_import_is_a_fault(tmp_path, monkeypatch):
     assert "rollout.engine=transformers" in finding.fix
 
 
-def test_a_package_outside_the_tested_matrix_is_a_fault_with_its_pin(no_vllm, monkeypatch):
+def test_a_package_outside_the_tested_matrix_is_a_fault_with_its_pin(no_vllm, matrix, monkeypatch):
     real = tao.doctor.installed
     monkeypatch.setattr(tao.doctor, "installed", lambda d: "5.25.0" if d == "transformers" else real(d))
     result = cli("doctor")

@@ -10,7 +10,7 @@ from tao.prompts import Message, Prompt
 
 @pytest.fixture(scope="module")
 def generator(tiny_model):
-    policy = Policy(BaseModel("tiny", tiny_model, "x"), ModelConfig(), LoraConfig())
+    policy = Policy(BaseModel("tiny", tiny_model, "x"), ModelConfig(dtype="float32"), LoraConfig())
     return TransformersGenerator(policy, batch_size=8, console=Console(True))
 
 

@@ -32,7 +32,7 @@ def test_the_base_loads_on_the_gpu_in_bfloat16_or_4_bit(tiny_model, quantize):
 def test_a_round_trains_on_the_gpu_and_records_its_peak_memory(tiny_model, prompts_file, tmp_path, quantize):
     from safetensors.torch import load_file
 
-    sets = [*TINY, f"model.quantize={quantize}"]
+    sets = [*TINY, f"model.quantize={quantize}", "model.dtype=auto"]  # bfloat16, as a GPU run would
     args = ["run", "--prompts", prompts_file, "--model", tiny_model, "--run-dir", tmp_path / "run", "--quiet"]
     result = cli(*args, *[a for s in sets for a in ("--set", s)])
     assert result.exit_code == 0, result.output

@@ -29,7 +29,8 @@ def launch(prompts: Path, tiny_model: Path, run_dir: Path) -> subprocess.Complet
     ]
     command += ["-m", "tao.cli", "run", "--prompts", prompts, "--model", tiny_model, "--run-dir", run_dir, "--quiet"]
     command += [x for s in sets for x in ("--set", s)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    # CPU processes (gloo) even where a GPU is visible: otherwise process 1 would ask for a second GPU.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
     return subprocess.run(
         [str(c) for c in command], capture_output=True, text=True, env=env, cwd=prompts.parent, timeout=600
     )

@@ -7,7 +7,7 @@ import torch
 import tao.training
 from rollouts.generator import Sampling
 from rollouts.transformers_engine import TransformersGenerator, chat_token_ids
-from tao.config import Config, replace
+from tao.config import Config, ModelConfig, replace
 from tao.console import Console
 from tao.model import BaseModel, Policy
 from tao.prompts import Message, Prompt
@@ -195,13 +195,13 @@ def test_a_bfloat16_base_trains_its_adapter_in_float32_and_saves_it_for_any_dtyp
     assert {p.dtype for p in lora_after.values()} == {torch.float32}
     assert any(not torch.equal(lora_before[n], lora_after[n]) for n in lora_before if "lora_B" in n)
     # the saved adapter loads onto a float32 base and changes what it computes
-    fp32 = Policy(BaseModel("tiny", tiny_model, "x"), Config().model, Config().lora)
+    fp32 = Policy(BaseModel("tiny", tiny_model, "x"), ModelConfig(dtype="float32"), Config().lora)
     ids = torch.tensor([list(groups[0].prompt_ids)])
     with torch.no_grad(), fp32.attached(None) as model:
-        plain = model(ids).logits
+        plain = model(ids.to(model.device)).logits
     with torch.no_grad(), fp32.attached(tmp_path / "adapter") as model:
         assert next(model.parameters()).dtype == torch.float32
-        tuned = model(ids).logits
+        tuned = model(ids.to(model.device)).logits
     assert not torch.allclose(plain, tuned)
 
 
