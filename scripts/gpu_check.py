@@ -172,9 +172,8 @@ def test_suite(out: Path, seconds: float) -> dict:
             except subprocess.TimeoutExpired:
                 proc.kill()
     lines = (out / "tests.log").read_text().splitlines()
-    failed = sorted(
-        {line.split(" FAILED ")[-1].split(" ERROR ")[-1] for line in lines if " FAILED " in line or " ERROR " in line}
-    )
+    outcomes = [line for line in lines if " FAILED " in line or " ERROR " in line]  # "[gw3] [ 12%] FAILED tests/..."
+    failed = sorted({line.split(" FAILED ")[-1].split(" ERROR ")[-1].strip() for line in outcomes})
     summary = [line for line in lines if " passed" in line or " failed" in line][-1:]
     return {"exit_code": code, "seconds": round(time.perf_counter() - started, 1), "summary": summary, "failed": failed}
 
