@@ -133,7 +133,7 @@ class UpdateConfig:
     prompts_per_step: int = 4  # prompt groups per optimizer step
     group_size: int = 0  # candidates trained per group, the most spread scores first; 0 = all of them
     min_spread: float = 0.1  # groups whose best and worst scores differ by less are skipped (no signal)
-    scale_rewards: bool = False  # divide advantages by the group's score std (trl's "group"); false: reward units
+    scale_rewards: bool = True  # divide advantages by the group's score std (trl's "group"); false: reward units
     checkpoint_steps: int = 10  # save adapter + optimizer + RNG state every N steps; a killed update resumes there
 
     def __post_init__(self) -> None:
