@@ -69,10 +69,12 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     arms: dict[str, np.ndarray] = {}
+    files: dict[str, list[str]] = {}
     prompts: list[str] | None = None
     for spec in args.arm:
-        name, files = spec.split("=", 1)
-        per_seed = [gains(Path(f), args.budget) for f in files.split(",")]
+        name, listed = spec.split("=", 1)
+        files[name] = listed.split(",")
+        per_seed = [gains(Path(f), args.budget) for f in files[name]]
         prompts = prompts or sorted(per_seed[0])
         if any(sorted(g) != prompts for g in per_seed):
             raise SystemExit(f"{name}: the runs were not evaluated on the same held-out prompts")
@@ -85,7 +87,7 @@ def main() -> None:
     report = {"budget_minutes": float(args.budget), "prompts": len(prompts or []), "arms": {}}
     print(f"{len(prompts or [])} held-out prompts, {counts.pop()} seeds, gains in points at {args.budget} minutes")
     for name, table in arms.items():
-        entry = {"files": dict(a.split("=", 1) for a in args.arm)[name].split(","), "gain": summary(table, rng)}
+        entry = {"files": files[name], "gain": summary(table, rng)}
         if name != reference:
             entry["minus_" + reference] = summary(table - arms[reference], rng)
         report["arms"][name] = entry

@@ -224,6 +224,7 @@ def test_scale_rewards_decides_whether_a_small_spread_pushes_as_hard_as_a_big_on
     config = replace(CONFIG, update={"scale_rewards": scale})
     with policy.attached(None, trainable=True, seed=0) as model:
         grpo_update(model, policy.tokenizer, groups, config, tmp_path / "s", Console(True))
+    assert len(advantages) == 8  # every trained candidate, once
     by_size = sorted(abs(a) for a in advantages)
     small, large = by_size[:4], by_size[4:]
     if scale:
