@@ -255,7 +255,7 @@ def train_round(
     """The round's GRPO update from ``parent``; its adapter is saved to the round's temporary adapter path."""
     groups = read_groups(rp.candidates, prompts, policy.tokenizer)
     with policy.attached(parent, trainable=True, seed=seed) as model:
-        stats = grpo_update(model, policy.tokenizer, groups, config, rp.trainer, console, rp.adapter_tmp)
+        stats = grpo_update(model, policy.tokenizer, groups, config, rp.trainer, console, rp.adapter_tmp, parent)
     if processes.sharded():  # FSDP / ZeRO-3 wrapped or partitioned the base in place: load it afresh next time
         policy.unload()
     return stats

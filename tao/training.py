@@ -28,6 +28,8 @@ from tao.config import Config
 from tao.console import Console
 from tao.prompts import Prompt
 
+OPTIMIZER_FILE = "optimizer.safetensors"  # saved beside each adapter: the optimizer state the next round continues
+
 
 @dataclass(frozen=True)
 class Group:
@@ -142,9 +144,11 @@ def grpo_update(
     scratch: Path,
     console: Console,
     save_to: Path | None = None,
+    parent: Path | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` (a trainable PeftModel) on ``groups``; with ``save_to``, save its adapter there (process 0
-    writes it). Returns what the update measured."""
+    writes it) with the optimizer's state beside it. With ``parent`` (the adapter the model continues), start from
+    the optimizer state saved there. Returns what the update measured."""
     useful, skipped = select(groups, config)
     stats: dict[str, Any] = {
         "groups_trained": len(useful),
@@ -200,6 +204,8 @@ def grpo_update(
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(_step_bar(console))
+    carry = _carry_optimizer(model, parent / OPTIMIZER_FILE if parent else None)
+    trainer.add_callback(carry)
     if "ref" in getattr(trainer.model, "peft_config", {}):
         # trl's KL reference for a continued adapter is a frozen copy of it: the round's start. Without it trl
         # takes the base model (adapters off), so the KL term holds every round to the base and drift cannot
@@ -214,9 +220,12 @@ def grpo_update(
         loss=_mean(logs, "loss"),
         reward=_mean(logs, "reward"),
         kl=_mean(logs, "kl"),
+        optimizer=carry.outcome,
         log=logs,
     )
     save_adapter(model, save_to, trainer if processes.sharded() else None)
+    if save_to is not None and processes.is_main():
+        save_optimizer(model, trainer.optimizer, save_to / OPTIMIZER_FILE)
     if world > 1:  # who trained what, and whether the processes ended with the same weights
         stats["processes"] = world
         stats["sequences_per_process"] = processes.gather(sum(replay.served.values()))
@@ -236,6 +245,77 @@ def save_adapter(model: Any, path: Path | None, trainer: Any) -> None:
     if processes.is_main():
         shutil.rmtree(path, ignore_errors=True)
         model.save_pretrained(path, state_dict=state, selected_adapters=["default"])
+
+
+def save_optimizer(model: Any, optimizer: Any, path: Path) -> None:
+    """Adam's state of each trainable parameter (its moments and step count), by parameter name, as safetensors.
+    Nothing is written when the optimizer does not hold the model's own parameters (FSDP, DeepSpeed)."""
+    from safetensors.torch import save_file
+
+    state = _own_state(model, optimizer)
+    if state is not None:
+        tensors = {f"{name}|{key}": value.detach().cpu().contiguous() for name, key, value in state}
+        save_file(tensors, path)
+
+
+def _own_state(model: Any, optimizer: Any) -> list[tuple[str, str, Any]] | None:
+    """(parameter name, state key, tensor) for every trainable parameter, or None when the optimizer's
+    parameters are not the model's (flattened or sharded by FSDP or DeepSpeed)."""
+    import torch
+
+    inner = getattr(optimizer, "optimizer", optimizer)
+    owned = {id(p) for group in inner.param_groups for p in group["params"]}
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not trainable or any(id(p) not in owned for _, p in trainable):
+        return None
+    return [
+        (name, key, value)
+        for name, param in trainable
+        for key, value in inner.state.get(param, {}).items()
+        if torch.is_tensor(value)
+    ]
+
+
+def _carry_optimizer(model: Any, path: Path | None) -> Any:
+    """A trainer callback that starts the optimizer from the state saved with the parent round's adapter.
+
+    Each round is one stretch of a single training run: a fresh Adam would take its first step at the full
+    learning rate in the sign of one noisy batch gradient (its moments are one step old), every round. The state
+    is carried only into an empty optimizer (a killed update resumed from its own checkpoint keeps that one), and
+    only when it holds every trainable parameter with the same shape; otherwise the optimizer starts fresh.
+    """
+    from transformers import TrainerCallback
+
+    class CarryOptimizer(TrainerCallback):
+        outcome = "fresh"
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, optimizer: Any = None, **kwargs: Any) -> None:
+            inner = getattr(optimizer, "optimizer", optimizer)
+            if inner is not None and inner.state:
+                self.outcome = "resumed"  # from the killed update's own checkpoint
+                return
+            if path is None or not path.is_file():
+                return
+            from safetensors.torch import load_file
+
+            saved = load_file(path)
+            params = dict(model.named_parameters())
+            per_param: defaultdict[str, dict[str, Any]] = defaultdict(dict)
+            for key, value in saved.items():
+                name, _, field = key.rpartition("|")
+                per_param[name][field] = value
+            trainable = [n for n, p in params.items() if p.requires_grad]
+            fits = set(per_param) == set(trainable) and all(
+                per_param[n].get("exp_avg") is not None and per_param[n]["exp_avg"].shape == params[n].shape
+                for n in trainable
+            )
+            if not fits or _own_state(model, optimizer) is None:
+                return
+            for name in trainable:
+                inner.state[params[name]] = {k: v.to(params[name].device) for k, v in per_param[name].items()}
+            self.outcome = "carried"
+
+    return CarryOptimizer()
 
 
 def adapter_digest(model: Any) -> str:

@@ -213,6 +213,10 @@ def test_two_rounds_chain_and_a_different_base_is_refused(tiny_model, tmp_path, 
     assert result.exit_code == 0, result.output
     r1, r2 = RunPaths(tmp_path / "run").rounds()
     assert json.loads(r2.plan.read_text())["parent_round"] == r1.index == 1
+    # round 2 continued round 1's optimizer (saved beside its adapter), not a fresh one
+    updates = [json.loads(r.metrics.read_text())["update"] for r in (r1, r2)]
+    assert [u["optimizer"] for u in updates] == ["fresh", "carried"]
+    assert (r1.adapter / "optimizer.safetensors").is_file() and (r2.adapter / "optimizer.safetensors").is_file()
     assert result.output.count("\nround ") + result.output.startswith("round ") == 2
     other = build_tiny_model(tmp_path / "other", seed=1)
     result = tao_run(prompts_file, other, tmp_path / "run", "--rounds", "3")

@@ -11,7 +11,7 @@ from tao.config import Config, ModelConfig, replace
 from tao.console import Console
 from tao.model import BaseModel, Policy
 from tao.prompts import Message, Prompt
-from tao.training import Group, grpo_update, most_spread, select
+from tao.training import OPTIMIZER_FILE, Group, grpo_update, most_spread, select
 
 CONFIG = replace(
     Config(),
@@ -231,3 +231,36 @@ def test_scale_rewards_decides_whether_a_small_spread_pushes_as_hard_as_a_big_on
         assert small == pytest.approx(large, rel=1e-3) and large[0] == pytest.approx(0.866, abs=1e-3)  # 0.5 / std
     else:
         assert small == pytest.approx([0.1] * 4, abs=1e-6) and large == pytest.approx([0.5] * 4, abs=1e-6)
+
+
+def test_a_continued_update_carries_the_optimizer_state_saved_with_its_parent(policy, tmp_path):
+    """Rounds are stretches of one training run: Adam's moments and step count go on from the parent's, so the
+    continued update takes other steps than a fresh optimizer from the same adapter and data would."""
+    from safetensors.torch import load_file, save_file
+
+    groups = make_groups(policy, [[0.0, 1.0, 0.0, 1.0], [0.2, 0.2, 0.9, 0.1]])
+    with policy.attached(None, trainable=True, seed=0) as model:
+        first = grpo_update(model, policy.tokenizer, groups, CONFIG, tmp_path / "s", Console(True), tmp_path / "r1")
+        names = {n for n, p in model.named_parameters() if p.requires_grad}
+    saved = load_file(tmp_path / "r1" / OPTIMIZER_FILE)
+    assert {k.rpartition("|")[0] for k in saved} == names
+    assert {saved[f"{n}|step"].item() for n in names} == {1.0} and first["optimizer"] == "fresh"
+
+    def continued(parent, out):
+        with policy.attached(tmp_path / "r1", trainable=True, seed=0) as model:
+            stats = grpo_update(
+                model, policy.tokenizer, groups, CONFIG, tmp_path / out, Console(True), tmp_path / out / "a", parent
+            )
+            steps = {
+                v.item() for k, v in load_file(tmp_path / out / "a" / OPTIMIZER_FILE).items() if k.endswith("|step")
+            }
+            return stats, snapshot(model, lora=True), steps
+
+    carried, after_carried, carried_steps = continued(tmp_path / "r1", "s2")
+    fresh, after_fresh, fresh_steps = continued(None, "s3")
+    assert (carried["optimizer"], carried_steps, fresh["optimizer"], fresh_steps) == ("carried", {2.0}, "fresh", {1.0})
+    assert any(not torch.equal(after_carried[n], after_fresh[n]) for n in after_fresh)
+    # a saved state that does not fit the adapter (here: one parameter missing) is not carried
+    save_file({k: v for k, v in saved.items() if not k.startswith(sorted(names)[0] + "|")}, tmp_path / "bad.st")
+    (tmp_path / "r1" / OPTIMIZER_FILE).write_bytes((tmp_path / "bad.st").read_bytes())
+    assert continued(tmp_path / "r1", "s4")[0]["optimizer"] == "fresh"
