@@ -282,7 +282,7 @@ def _carry_optimizer(model: Any, path: Path | None) -> Any:
     Each round is one stretch of a single training run: a fresh Adam would take its first step at the full
     learning rate in the sign of one noisy batch gradient (its moments are one step old), every round. The state
     is carried only into an empty optimizer (a killed update resumed from its own checkpoint keeps that one), and
-    only when it holds every trainable parameter with the same shape; otherwise the optimizer starts fresh.
+    only when it holds every trainable parameter with its shape and dtype; otherwise the optimizer starts fresh.
     """
     from transformers import TrainerCallback
 
@@ -298,24 +298,32 @@ def _carry_optimizer(model: Any, path: Path | None) -> Any:
                 return
             from safetensors.torch import load_file
 
-            saved = load_file(path)
-            params = dict(model.named_parameters())
-            per_param: defaultdict[str, dict[str, Any]] = defaultdict(dict)
-            for key, value in saved.items():
-                name, _, field = key.rpartition("|")
-                per_param[name][field] = value
-            trainable = [n for n, p in params.items() if p.requires_grad]
-            fits = set(per_param) == set(trainable) and all(
-                per_param[n].get("exp_avg") is not None and per_param[n]["exp_avg"].shape == params[n].shape
-                for n in trainable
-            )
-            if not fits or _own_state(model, optimizer) is None:
+            per_param = _by_parameter(load_file(path))
+            params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+            if not _fits(per_param, params) or _own_state(model, optimizer) is None:
                 return
-            for name in trainable:
-                inner.state[params[name]] = {k: v.to(params[name].device) for k, v in per_param[name].items()}
+            for name, param in params.items():
+                inner.state[param] = {k: v.to(param.device) for k, v in per_param[name].items()}
             self.outcome = "carried"
 
     return CarryOptimizer()
+
+
+def _by_parameter(saved: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"<param>|<key>": tensor}`` as saved -> ``{param: {key: tensor}}``."""
+    per_param: defaultdict[str, dict[str, Any]] = defaultdict(dict)
+    for key, value in saved.items():
+        name, _, field = key.rpartition("|")
+        per_param[name][field] = value
+    return dict(per_param)
+
+
+def _fits(per_param: dict[str, dict[str, Any]], params: dict[str, Any]) -> bool:
+    """The saved state covers exactly these parameters, with moments of their shape and dtype."""
+    if set(per_param) != set(params):
+        return False
+    moments = [(per_param[n].get("exp_avg"), p) for n, p in params.items()]
+    return all(m is not None and (m.shape, m.dtype) == (p.shape, p.dtype) for m, p in moments)
 
 
 def adapter_digest(model: Any) -> str:
