@@ -10,7 +10,9 @@ mean gain over the base across seeds with two bootstrap intervals:
 - seeds and prompts: resample the seeds as well: "a new seed, on prompts like these" (the honest one; wide with
   few seeds).
 
-And the difference of each arm from the first, paired by seed and prompt.
+And the difference of each arm from the first, paired by seed and prompt. A file written `RESULT.json@MINUTES` is
+read at that budget instead of `--budget`: to compare runs after the same number of rounds when their rounds took
+different times.
 
     python scripts/bench_seeds.py --budget 60 \\
         --arm recipe=docs/results/bench_learning_guarded_rep.json,docs/results/bench_learning_s3.json \\
@@ -74,7 +76,7 @@ def main() -> None:
     for spec in args.arm:
         name, listed = spec.split("=", 1)
         files[name] = listed.split(",")
-        per_seed = [gains(Path(f), args.budget) for f in files[name]]
+        per_seed = [gains(Path(f.split("@")[0]), f.split("@")[1] if "@" in f else args.budget) for f in files[name]]
         prompts = prompts or sorted(per_seed[0])
         if any(sorted(g) != prompts for g in per_seed):
             raise SystemExit(f"{name}: the runs were not evaluated on the same held-out prompts")
@@ -85,7 +87,10 @@ def main() -> None:
     rng = np.random.default_rng(0)
     reference = next(iter(arms))
     report = {"budget_minutes": float(args.budget), "prompts": len(prompts or []), "arms": {}}
-    print(f"{len(prompts or [])} held-out prompts, {counts.pop()} seeds, gains in points at {args.budget} minutes")
+    print(
+        f"{len(prompts or [])} held-out prompts, {counts.pop()} seeds, "
+        f"gains in points at {args.budget} minutes (a FILE@M at M)"
+    )
     for name, table in arms.items():
         entry = {"files": files[name], "gain": summary(table, rng)}
         if name != reference:

@@ -53,7 +53,8 @@ def test_a_grpo_update_across_two_cpu_processes(tiny_model, tmp_path):
     from safetensors.torch import load_file
 
     saved = sorted(p.name for p in rp.adapter.iterdir())
-    assert saved == ["README.md", "adapter_config.json", "adapter_model.safetensors"]  # one adapter, saved once
+    # one adapter, saved once, with the optimizer state the next round continues
+    assert saved == ["README.md", "adapter_config.json", "adapter_model.safetensors", "optimizer.safetensors"]
     tensors = load_file(rp.adapter / "adapter_model.safetensors")
     assert tensors_digest(tensors) == update["adapter_sha256_per_process"][0]  # what the processes trained
     assert any(t.abs().sum() > 0 for k, t in tensors.items() if "lora_B" in k)  # LoRA B starts at zero: it moved
