@@ -261,6 +261,30 @@ def test_a_continued_update_carries_the_optimizer_state_saved_with_its_parent(po
     assert (carried["optimizer"], carried_steps, fresh["optimizer"], fresh_steps) == ("carried", {2.0}, "fresh", {1.0})
     assert any(not torch.equal(after_carried[n], after_fresh[n]) for n in after_fresh)
     # a saved state that does not fit the adapter (here: one parameter missing) is not carried
-    save_file({k: v for k, v in saved.items() if not k.startswith(sorted(names)[0] + "|")}, tmp_path / "bad.st")
-    (tmp_path / "r1" / OPTIMIZER_FILE).write_bytes((tmp_path / "bad.st").read_bytes())
+    save_file(
+        {k: v for k, v in saved.items() if not k.startswith(sorted(names)[0] + "|")}, tmp_path / "r1" / OPTIMIZER_FILE
+    )
     assert continued(tmp_path / "r1", "s4")[0]["optimizer"] == "fresh"
+
+
+def test_a_resumed_update_keeps_its_checkpoint_optimizer_state_over_the_parents(policy, tmp_path):
+    """A killed update resumes with the optimizer state of its own checkpoint (transformers restores it before
+    training begins); the parent's saved state must not overwrite it. An empty optimizer gets the parent's."""
+    groups = make_groups(policy, [[0.0, 1.0, 0.0, 1.0], [0.2, 0.2, 0.9, 0.1]])
+    with policy.attached(None, trainable=True, seed=0) as model:
+        grpo_update(model, policy.tokenizer, groups, CONFIG, tmp_path / "s", Console(True), tmp_path / "r1")
+    with policy.attached(tmp_path / "r1", trainable=True, seed=0) as model:
+        params = [p for p in model.parameters() if p.requires_grad]
+        restored = torch.optim.AdamW(params)
+        checkpoint = {"step": torch.tensor(7.0), "exp_avg": torch.ones_like(params[0])}
+        restored.state[params[0]] = dict(checkpoint)  # as loaded from the update's own checkpoint
+        empty = torch.optim.AdamW(params)
+        outcomes = []
+        for optimizer in (restored, empty):
+            carry = tao.training._carry_optimizer(model, tmp_path / "r1" / OPTIMIZER_FILE)
+            carry.on_train_begin(None, None, None, optimizer=optimizer)
+            outcomes.append(carry.outcome)
+    assert outcomes == ["resumed", "carried"]
+    assert len(restored.state) == 1 and restored.state[params[0]]["step"].item() == 7.0
+    assert torch.equal(restored.state[params[0]]["exp_avg"], checkpoint["exp_avg"])
+    assert len(empty.state) == len(params) and {s["step"].item() for s in empty.state.values()} == {1.0}
