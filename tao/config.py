@@ -128,7 +128,6 @@ class UpdateConfig:
     """The GRPO update (trl's GRPOTrainer) on the explored candidates."""
 
     learning_rate: float = 2e-5
-    lr_schedule: str = "linear"  # within each round's update: "linear" (decays to 0) or "constant"
     beta: float = 0.02  # KL weight towards the base model
     epochs: int = 1  # optimizer passes over each batch of candidates (trl's num_iterations: later passes are clipped)
     prompts_per_step: int = 4  # prompt groups per optimizer step
@@ -139,7 +138,6 @@ class UpdateConfig:
 
     def __post_init__(self) -> None:
         _require(self.learning_rate > 0, "learning_rate", "must be > 0")
-        _require(self.lr_schedule in ("linear", "constant"), "lr_schedule", "must be linear or constant")
         _require(self.beta >= 0, "beta", "must be >= 0")
         _require(self.epochs >= 1, "epochs", "must be >= 1")
         _require(self.prompts_per_step >= 1, "prompts_per_step", "must be >= 1")

@@ -177,7 +177,6 @@ def grpo_update(
         settings.update(save_strategy="steps", save_steps=config.update.checkpoint_steps, save_total_limit=1)
     args = GRPOConfig(
         learning_rate=config.update.learning_rate,
-        lr_scheduler_type=config.update.lr_schedule,
         beta=config.update.beta,
         # Several passes reuse each replayed batch with its log-probs fixed at the first pass (trl's num_iterations),
         # so trl's clipped ratio bounds the later passes; candidates are never generated or replayed again.

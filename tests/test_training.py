@@ -288,17 +288,3 @@ def test_a_resumed_update_keeps_its_checkpoint_optimizer_state_over_the_parents(
     assert len(restored.state) == 1 and restored.state[params[0]]["step"].item() == 7.0
     assert torch.equal(restored.state[params[0]]["exp_avg"], checkpoint["exp_avg"])
     assert len(empty.state) == len(params) and {s["step"].item() for s in empty.state.values()} == {1.0}
-
-
-@pytest.mark.parametrize("schedule", ["linear", "constant"])
-def test_lr_schedule_decides_whether_the_step_size_decays_within_a_round(policy, tmp_path, schedule):
-    groups = make_groups(policy, [[0.0, 1.0, 0.0, 1.0], [0.2, 0.2, 0.9, 0.1], [1.0, 0.0, 0.5, 0.0]])
-    config = replace(CONFIG, update={"learning_rate": 1e-3, "prompts_per_step": 1, "lr_schedule": schedule})
-    with policy.attached(None, trainable=True, seed=0) as model:
-        stats = grpo_update(model, policy.tokenizer, groups, config, tmp_path / "scratch", Console(True))
-    rates = [entry["learning_rate"] for entry in stats["log"]]
-    assert len(rates) == 3
-    if schedule == "constant":
-        assert rates == pytest.approx([1e-3] * 3)
-    else:
-        assert rates == pytest.approx([1e-3, 1e-3 * 2 / 3, 1e-3 / 3])
