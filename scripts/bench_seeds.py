@@ -76,7 +76,10 @@ def main() -> None:
     for spec in args.arm:
         name, listed = spec.split("=", 1)
         files[name] = listed.split(",")
-        per_seed = [gains(Path(f.partition("@")[0]), f.partition("@")[2] or args.budget) for f in files[name]]
+        per_seed = []
+        for entry in files[name]:
+            path, _, budget = entry.partition("@")  # FILE@MINUTES: read at its own budget
+            per_seed.append(gains(Path(path), budget or args.budget))
         prompts = prompts or sorted(per_seed[0])
         if any(sorted(g) != prompts for g in per_seed):
             raise SystemExit(f"{name}: the runs were not evaluated on the same held-out prompts")

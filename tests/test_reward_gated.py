@@ -30,3 +30,13 @@ def test_small_parts_count_only_where_an_instruction_is_followed():
     assert gated[0].total == pytest.approx(recipe[0].total)  # the same reward where an instruction is followed
     assert recipe[1].total > 0.5 and recipe[2].total > 0  # the recipe pays the others for length and ending
     assert gated[1].total == 0.0 and gated[2].total == 0.0
+
+
+def test_a_prompt_without_detectable_instructions_keeps_the_recipes_small_parts():
+    prompt = Prompt("p", (Message("user", "Tell me about lakes."),))
+    answers = [candidate(0, "Lakes are bodies of water. " * 8, True), candidate(1, "Water.", False)]
+    gated = RewardSet([GATED]).score([prompt] * 2, answers)
+    recipe = RewardSet(RECIPE[1:]).score([prompt] * 2, answers)
+    assert RewardSet(["rule:instructions"]).totals([prompt] * 2, answers) == [None, None]
+    assert [g.total for g in gated] == pytest.approx([r.total for r in recipe])
+    assert gated[0].total > gated[1].total > 0
