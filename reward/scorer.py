@@ -11,6 +11,11 @@ A scorer spec is ``SPEC[=WEIGHT]``:
 
 The combined score is the weighted sum of the scores that have an opinion (as trl sums reward functions,
 ignoring None); a candidate no scorer has an opinion on gets None. Non-finite numbers count as None.
+
+Gated (``reward.gate``), the first scorer is the main one and the others count only for a candidate it scores
+above 0 or has no opinion on: the small parts of a reward (ending, repetition, a length floor) then rank answers
+that do what the main scorer asks, and never split a group in which no candidate does (such a group scores 0
+throughout and the update skips it as having no signal).
 """
 
 from __future__ import annotations
@@ -77,7 +82,9 @@ def build_scorer(spec: str, trust_remote_code: bool = False, base_model: str = "
 class RewardSet:
     """Several scorers with weights, scoring candidates into :class:`Score`\\ s."""
 
-    def __init__(self, specs: Sequence[str], trust_remote_code: bool = False, base_model: str = "default"):
+    def __init__(
+        self, specs: Sequence[str], trust_remote_code: bool = False, base_model: str = "default", gate: bool = False
+    ):
         if not specs:
             raise InputError("at least one scorer is needed", field="reward")
         self.weighted: list[tuple[Scorer, float]] = []
@@ -87,6 +94,9 @@ class RewardSet:
         names = [s.name for s, _ in self.weighted]
         if len(set(names)) != len(names):
             raise InputError("a scorer is listed twice; give it one weight", field="reward")
+        if gate and len(specs) < 2:
+            raise InputError("reward.gate needs a main scorer and at least one more to gate", field="reward.gate")
+        self.gate = gate
 
     @property
     def specs(self) -> list[str]:
@@ -100,7 +110,11 @@ class RewardSet:
         scores = []
         for i in range(len(candidates)):
             parts = {name: column[i] for name, column in columns.items()}
-            present = [(parts[s.name], w) for s, w in self.weighted if parts[s.name] is not None]
+            counted = self.weighted
+            main = parts[self.weighted[0][0].name]
+            if self.gate and main is not None and main <= 0:
+                counted = self.weighted[:1]  # the parts are kept for the record; the total is the main score's
+            present = [(parts[s.name], w) for s, w in counted if parts[s.name] is not None]
             total = sum(v * w for v, w in present) if present else None
             scores.append(Score(total, parts))
         return scores

@@ -118,9 +118,11 @@ class RewardConfig:
     """Scorers, as SPEC[=WEIGHT] strings (see README, "Rewards")."""
 
     scorers: tuple[str, ...] = ("rule:instructions", "rule:finished=0.25", "rule:repetition=0.25")
+    gate: bool = False  # the scorers after the first count only where the first scores above 0 (or has no opinion)
 
     def __post_init__(self) -> None:
         _require(len(self.scorers) > 0, "scorers", "needs at least one scorer")
+        _require(not self.gate or len(self.scorers) > 1, "gate", "needs a main scorer and at least one more to gate")
 
 
 @dataclass(frozen=True)

@@ -45,13 +45,13 @@ class Run:
     base: BaseModel
     policy: Policy
     console: Console
-    rewards: dict[tuple[str, ...], RewardSet]  # built once per distinct scorer list
+    rewards: dict[tuple[tuple[str, ...], bool], RewardSet]  # built once per distinct scorer list and gate
     engine: Generator  # chosen by this invocation's rollout.engine; serves every round it runs
 
-    def scorers(self, specs: tuple[str, ...], config: Config) -> RewardSet:
-        if specs not in self.rewards:
-            self.rewards[specs] = RewardSet(specs, config.model.trust_remote_code, config.model.name)
-        return self.rewards[specs]
+    def scorers(self, specs: tuple[str, ...], config: Config, gate: bool = False) -> RewardSet:
+        if (specs, gate) not in self.rewards:
+            self.rewards[specs, gate] = RewardSet(specs, config.model.trust_remote_code, config.model.name, gate)
+        return self.rewards[specs, gate]
 
 
 def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> list[dict]:
@@ -64,8 +64,8 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
         return follow(Policy(resolve_base(config.model, console), config.model, config.lora), Console(quiet=True))
     # Every check of the input (settings, scorers, model, then the prompts) comes before anything is written.
     rewards = {
-        s: RewardSet(s, config.model.trust_remote_code, config.model.name)
-        for s in (config.reward.scorers, config.eval.check)
+        (s, g): RewardSet(s, config.model.trust_remote_code, config.model.name, g)
+        for s, g in ((config.reward.scorers, config.reward.gate), (config.eval.check, False))
         if s
     }
     strategies.load_strategies(config.rollout.strategies, config.rollout.num_candidates)
@@ -130,7 +130,7 @@ def explore_file(
     Writes the scored candidates to ``out`` (JSONL rows as in a round's candidates.jsonl) and returns the
     score figures, per strategy included."""
     prompt_file = load_prompts(prompts_path)
-    rewards = RewardSet(config.reward.scorers, config.model.trust_remote_code, config.model.name)
+    rewards = RewardSet(config.reward.scorers, config.model.trust_remote_code, config.model.name, config.reward.gate)
     chosen = strategies.load_strategies(config.rollout.strategies, config.rollout.num_candidates)
     base = resolve_base(config.model, console)
     policy = Policy(base, config.model, config.lora)
@@ -159,7 +159,7 @@ def run_round(rp: RoundPaths, ctx: Run) -> dict:
             "this unfinished round was started with other model/lora settings; rerun with its config", file=rp.config
         )
     parent = ctx.paths.round(plan.parent_round).adapter if plan.parent_round else None
-    rewards = ctx.scorers(config.reward.scorers, config)
+    rewards = ctx.scorers(config.reward.scorers, config, config.reward.gate)
     ctx.console.say(f"round {rp.index}: {len(plan.prompts)} prompts x {config.rollout.num_candidates} candidates")
     base_rows = _baseline(ctx, config, rewards, plan.eval_prompts)
     stats = {

@@ -1,0 +1,69 @@
+"""`reward.gate`: the scorers after the first count only where the first scores above 0 (or has no opinion)."""
+
+import json
+
+import pytest
+
+from reward.scorer import RewardSet
+from rollouts.generator import Candidate
+from tao.errors import InputError
+from tao.paths import RunPaths
+from tao.prompts import Message, Prompt
+from tao.storage import read_jsonl
+from tests.test_loop import tao_run
+
+RECIPE = ["rule:instructions", "rule:finished=0.25", "rule:repetition=0.25", "rule:min_words:40=0.5"]
+
+
+def candidate(i, text, finished):
+    return Candidate("p", i, text, (5, 6, 7), finished, "sample")
+
+
+def test_small_parts_count_only_where_an_instruction_is_followed():
+    prompt = Prompt("p", (Message("user", "Describe a lake. Your entire response should be in lowercase letters."),))
+    answers = [
+        candidate(0, "a quiet lake under pines, still and cold", True),  # follows it
+        candidate(1, "A Quiet Lake Under Pines, Still And Cold, " * 6, True),  # does not, longer and finished
+        candidate(2, "The Lake", False),  # does not
+    ]
+    gated = RewardSet(RECIPE, gate=True).score([prompt] * 3, answers)
+    plain = RewardSet(RECIPE).score([prompt] * 3, answers)
+    assert [s.parts for s in gated] == [s.parts for s in plain]  # every part is still recorded
+    assert [s.parts["rule:instructions"] for s in plain] == [1.0, 0.0, 0.0]
+    assert gated[0].total == pytest.approx(plain[0].total)  # the same reward where an instruction is followed
+    assert gated[0].total > 1.0
+    assert plain[1].total > 0.5 and plain[2].total > 0  # ungated, the others are paid for length and ending
+    assert gated[1].total == 0.0 and gated[2].total == 0.0  # gated: a group of such answers has no signal
+
+
+def test_a_prompt_without_detectable_instructions_keeps_the_small_parts():
+    prompt = Prompt("p", (Message("user", "Tell me about lakes."),))
+    answers = [candidate(0, "Lakes are bodies of water. " * 8, True), candidate(1, "Water.", False)]
+    gated = RewardSet(RECIPE, gate=True).totals([prompt] * 2, answers)
+    assert gated == pytest.approx(RewardSet(RECIPE).totals([prompt] * 2, answers))
+    assert gated[0] > gated[1] > 0
+
+
+def test_a_gate_needs_something_to_gate():
+    with pytest.raises(InputError, match="reward.gate"):
+        RewardSet(["rule:instructions"], gate=True)
+
+
+def test_the_loop_trains_on_the_gated_reward(tiny_model, prompts_file, tmp_path):
+    scorers = "reward.scorers=[tests.rewards:letter_a, tests.rewards:constant=0.5]"
+    result = tao_run(prompts_file, tiny_model, tmp_path / "run", "--set", scorers, "--set", "reward.gate=true")
+    assert result.exit_code == 0, result.output
+    rp = RunPaths(tmp_path / "run").round(1)
+    rows = read_jsonl(rp.candidates) + read_jsonl(rp.eval)
+    for r in rows:  # 0 without an 'a' (the constant not paid), else the count plus the constant
+        a = r["scores"]["tests.rewards:letter_a"]
+        assert r["scores"]["tests.rewards:constant"] == 1.0
+        assert r["score"] == (a + 0.5 if a > 0 else 0.0)
+    assert {r["score"] == 0.0 for r in rows} == {True, False}  # both sides of the gate were seen
+    assert json.loads(rp.manifest.read_text())["config"]["reward"]["gate"] is True
+
+
+def test_a_gate_with_one_scorer_is_a_settings_error(tiny_model, prompts_file, tmp_path):
+    result = tao_run(prompts_file, tiny_model, tmp_path / "run", "--set", "reward.gate=true", catch=True)
+    assert result.exit_code == 2 and "reward.gate" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
