@@ -246,15 +246,17 @@ def evaluate(args: argparse.Namespace, work: Path, heldout: list[dict], budgets:
         subprocess.run(command, check=True, cwd=ROOT)  # an earlier evaluation of the same models is reused
     report = json.loads(done.read_text())
     by_id = {i["id"]: i for i in heldout}
-    level, answers = {}, {}
+    level, answers, passed = {}, {}, {}
     for f in sorted((work / "compare").glob("items-*.jsonl")):
         rows = [json.loads(line) for line in f.read_text().splitlines()]
         level[rows[0]["model"]] = instruction_level(f, by_id)
         answers[rows[0]["model"]] = {r["prompt_id"]: r["text"] for r in rows}
+        passed[rows[0]["model"]] = {r["prompt_id"]: r["score"] for r in rows}  # per prompt, for bench_seeds.py
     shape = {spec: answer_shape(texts, answers["base"]) for spec, texts in answers.items()}
     for arm in arms.values():
         for m in arm.values():
             m.update(report["models"][m["spec"]], instruction_level=level[m["spec"]], answers=shape[m["spec"]])
+            m["passed"] = passed[m["spec"]]
             m["vs_base"] = report["differences"].get(m["spec"])
             m["wins_vs_base"] = report["wins"].get(m["spec"])
     plain_log = json.loads((work / "plain" / "log.json").read_text()) if (work / "plain" / "log.json").is_file() else []
@@ -275,6 +277,7 @@ def evaluate(args: argparse.Namespace, work: Path, heldout: list[dict], budgets:
             **report["models"]["base"],
             "instruction_level": level["base"],
             "answers": shape["base"],
+            "passed": passed["base"],
             "minutes": 0,
         },
         "arms": {a: {f"{b:g}": m for b, m in v.items()} for a, v in arms.items()},

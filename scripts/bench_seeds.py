@@ -2,8 +2,9 @@
 
 A single run's held-out gain swings by 5-10 points with the seed, so settings are compared over seeds. Each ARM is
 a list of `bench_learning` result files (one per seed, the same seeds in the same order for every arm); the script
-reads each run's per-prompt greedy answers (its `compare/items-*.jsonl`) at one budget and reports, per arm, the
-mean gain over the base across seeds with two bootstrap intervals:
+reads each run's per-prompt greedy results at one budget (recorded in the result file, or for older files its
+run's `compare/items-*.jsonl`) and reports, per arm, the mean gain over the base across seeds with two bootstrap
+intervals:
 
 - prompts: resample the held-out prompts (the same draw for every seed and arm), seeds fixed: "these seeds, on
   prompts like these";
@@ -35,7 +36,11 @@ RESAMPLES = 10_000
 def gains(result_file: Path, budget: str) -> dict[str, float]:
     """Per held-out prompt: the model made at ``budget`` minus the base (pass = 1, fail = 0)."""
     result = json.loads(result_file.read_text())
-    spec = Path(result["arms"]["tao"][budget]["spec"])
+    made = result["arms"]["tao"][budget]
+    if "passed" in made:  # recorded in the result file (bench_learning.py since 2026-11-30)
+        base = result["base"]["passed"]
+        return {p: float(made["passed"][p]) - float(base[p]) for p in base}
+    spec = Path(made["spec"])
     run = spec if spec.is_absolute() else ROOT / spec
     compare = run.parents[1] / "compare"
     answers: dict[str, dict[str, float]] = {}
