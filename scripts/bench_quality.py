@@ -55,12 +55,9 @@ SCORERS = {
 }
 EXPLORE_BENCH_PROMPTS = 12  # scripts/bench_explore.py's prompts (the first ones): never held out here
 EVAL_BY = {"ifeval": "rule:all_instructions", "gsm8k": "rule:final_number"}
-# A generic instruction-following guide, as a user would write one (the `guide` strategy's variants).
-GUIDES = (
-    "Follow every formatting and wording instruction in the request exactly. Keep the answer short.",
-    "You are a careful writer. Re-read the request, obey each constraint (case, punctuation, sections, words "
-    "to include or avoid), and answer concisely.",
-)
+# A generic instruction-following guide, as a user would write one (the `guide` strategy's variants); the
+# small-model preset (configs/small-model-checker.yaml) explores with the same file.
+GUIDES = tuple(g.strip() for g in (ROOT / "configs" / "instruction-guides.txt").read_text().split("\n---\n"))
 
 
 def ifeval_items(path: Path) -> list[dict]:

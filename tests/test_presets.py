@@ -1,4 +1,5 @@
-"""Large-model presets (configs/llama-*-qlora.yaml) and the memory estimate each was sized for."""
+"""The presets: large-model ones (configs/llama-*-qlora.yaml) and the memory estimate each was sized for; the
+small-model one (configs/small-model-checker.yaml) and the benchmark setting it was measured as."""
 
 from __future__ import annotations
 
@@ -210,3 +211,26 @@ def test_activation_count_matches_what_autograd_keeps():
 
     measured = (saved_bytes(3) - saved_bytes(2)) / (batch * seq)  # one more layer
     assert measured == pytest.approx(em.activation_bytes_per_token_layer(arch, rank, 7, seq), rel=0.01)
+
+
+def test_the_small_model_preset_is_the_setting_the_learning_benchmark_measured(monkeypatch):
+    """What docs/RESULTS.md reports as the best setting: bench_learning's TAO arm with these overrides."""
+    from rollouts.strategies import load_strategies
+
+    spec = importlib.util.spec_from_file_location("bench_learning", ROOT / "scripts" / "bench_learning.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    best = ["update.beta=0.04", "reward.gate=true"]
+    best += ["reward.scorers=[rule:instructions, rule:finished=0.25, rule:repetition=0.25, rule:min_words:40=0.5]"]
+    guides = "configs/instruction-guides.txt"
+    measured = load_config(None, [s.format(guides=guides) for s in bench.TAO_SETTINGS] + best)
+    small = load_config(ROOT / "configs" / "small-model-checker.yaml")
+    assert (small.rollout, small.reward, small.update) == (measured.rollout, measured.reward, measured.update)
+    assert small.data.prompts_per_round == measured.data.prompts_per_round
+    # only the benchmark's own plumbing differs: it evaluates separately, on one thread
+    assert (measured.data.holdout, measured.eval.max_prompts, measured.run.threads) == (0, 0, 1)
+    assert (small.data.holdout, small.eval.max_prompts) == (Config().data.holdout, Config().eval.max_prompts)
+    assert (ROOT / guides).read_text() == "\n---\n".join(bench.GUIDES) + "\n"  # the file the benchmark explores with
+    monkeypatch.chdir(ROOT)  # as its header says to run it
+    loaded = load_strategies(small.rollout.strategies, small.rollout.num_candidates)
+    assert [len(s.guides) for s in loaded] == [0, 0, 2, 0]
