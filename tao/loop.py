@@ -316,7 +316,8 @@ def _stage(rp: RoundPaths, name: str, work: Callable[[], dict]) -> dict:
 
 def _baseline(ctx: Run, config: Config, rewards: RewardSet, prompts: tuple[Prompt, ...]) -> list[dict]:
     """Greedy base-model rows for ``prompts``, cached in the run by what they depend on; only missing ones run."""
-    key = f"{'|'.join(rewards.specs)}|{config.model.quantize}|{config.rollout.max_new_tokens}|{ctx.engine.name}"
+    scored = "|".join(rewards.specs) + ("|gated" if rewards.gate else "")
+    key = f"{scored}|{config.model.quantize}|{config.rollout.max_new_tokens}|{ctx.engine.name}"
     path = ctx.paths.baseline_eval
     cached = {(r["prompt_id"], r["key"]): r for r in (read_jsonl(path) if path.is_file() else [])}
     missing = [p for p in prompts if (p.id, key) not in cached]

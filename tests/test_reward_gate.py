@@ -49,17 +49,26 @@ def test_a_gate_needs_something_to_gate():
         RewardSet(["rule:instructions"], gate=True)
 
 
-def test_the_loop_trains_on_the_gated_reward(tiny_model, prompts_file, tmp_path):
+def test_a_round_trains_on_the_gated_reward_and_compares_with_a_gated_base(tiny_model, prompts_file, tmp_path):
     scorers = "reward.scorers=[tests.rewards:letter_a, tests.rewards:constant=0.5]"
-    result = tao_run(prompts_file, tiny_model, tmp_path / "run", "--set", scorers, "--set", "reward.gate=true")
-    assert result.exit_code == 0, result.output
-    rp = RunPaths(tmp_path / "run").round(1)
+    first = tao_run(prompts_file, tiny_model, tmp_path / "run", "--set", scorers)  # round 1 ungated
+    assert first.exit_code == 0, first.output
+    more = tao_run(
+        prompts_file, tiny_model, tmp_path / "run", "--set", scorers, "--set", "reward.gate=true", "--rounds", 2
+    )
+    assert more.exit_code == 0, more.output
+    paths = RunPaths(tmp_path / "run")
+
+    def gated(row):  # 0 without an 'a' (the constant not paid), else the count plus the constant
+        a = row["scores"]["tests.rewards:letter_a"]
+        return row["scores"]["tests.rewards:constant"] == 1.0 and row["score"] == (a + 0.5 if a > 0 else 0.0)
+
+    rp = paths.round(2)
     rows = read_jsonl(rp.candidates) + read_jsonl(rp.eval)
-    for r in rows:  # 0 without an 'a' (the constant not paid), else the count plus the constant
-        a = r["scores"]["tests.rewards:letter_a"]
-        assert r["scores"]["tests.rewards:constant"] == 1.0
-        assert r["score"] == (a + 0.5 if a > 0 else 0.0)
-    assert {r["score"] == 0.0 for r in rows} == {True, False}  # both sides of the gate were seen
+    assert all(gated(r) for r in rows) and {r["score"] == 0.0 for r in rows} == {True, False}  # both sides seen
+    assert not all(gated(r) for r in read_jsonl(paths.round(1).candidates))  # round 1 paid the constant throughout
+    base = [r for r in read_jsonl(paths.baseline_eval) if "|gated|" in r["key"]]  # the base scored anew, gated
+    assert len(base) == len(read_jsonl(rp.eval)) and all(gated(r) for r in base)
     assert json.loads(rp.manifest.read_text())["config"]["reward"]["gate"] is True
 
 
