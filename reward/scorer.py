@@ -100,6 +100,11 @@ class RewardSet:
     def specs(self) -> list[str]:
         return [f"{s.name}={w:g}" for s, w in self.weighted]
 
+    @property
+    def identity(self) -> str:
+        """What the totals depend on (scorers, weights, gate): totals with equal identities are comparable."""
+        return "|".join(self.specs) + ("|gated" if self.gate else "")
+
     def score(self, prompts: Sequence[Prompt], candidates: Sequence[Candidate]) -> list[Score]:
         columns = {}
         for scorer, _ in self.weighted:

@@ -17,7 +17,7 @@ def evaluate(
     generator: Generator, rewards: RewardSet, prompts: Sequence[Prompt], max_new_tokens: int, adapter: Path | None
 ) -> list[dict]:
     """One greedy answer per prompt (the answer the application would get) from the base with ``adapter``,
-    scored. One row per prompt."""
+    scored. One row per prompt; ``reward`` names the reward that scored it (:attr:`RewardSet.identity`)."""
     if not prompts:
         return []
     sampling = Sampling(n=1, temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens, seed=0)
@@ -28,6 +28,7 @@ def evaluate(
             "prompt_id": a.prompt_id,
             "score": s.total,
             "scores": s.parts,
+            "reward": rewards.identity,
             "finished": a.finished,
             "text": a.text,
         }

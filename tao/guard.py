@@ -2,7 +2,8 @@
 
 A model trained on a reward learns whatever raises it, including its blind spots. Each round's held-out
 answers are therefore also scored by ``eval.check`` (scorers the update never trains on: a verifier, a second
-reward model) and compared with the previous round's (the base model's, for the first round). The guard raises
+reward model) and compared with the previous round's (the base model's for the first round, and for a round whose
+reward differs from the previous round's: totals of different rewards are not comparable). The guard raises
 an alarm when
 
 - the reward rose on the held-out prompts while the check fell (the update learned the reward, not the task);

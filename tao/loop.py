@@ -284,9 +284,11 @@ def evaluate(
     rows = evaluation.evaluate(ctx.engine, rewards, prompts, config.rollout.max_new_tokens, rp.adapter)
     write_jsonl(rp.eval, rows)
     diff = evaluation.paired_difference(base_rows, rows, seed=config.run.seed)
-    # the guard compares with the previous round's answers to the same prompts, else with the base model's
+    # the guard compares with the previous round's answers to the same prompts scored by the same reward, else
+    # with the base model's (scored by this round's reward: see _baseline)
     previous = read_jsonl(previous_eval) if previous_eval and previous_eval.is_file() else []
-    if {r["prompt_id"] for r in previous} != {p.id for p in prompts}:
+    same_reward = all(r.get("reward") == rewards.identity for r in previous)
+    if {r["prompt_id"] for r in previous} != {p.id for p in prompts} or not same_reward:
         previous = base_rows
     check = ctx.scorers(config.eval.check, config) if config.eval.check else None
     return {
@@ -316,8 +318,7 @@ def _stage(rp: RoundPaths, name: str, work: Callable[[], dict]) -> dict:
 
 def _baseline(ctx: Run, config: Config, rewards: RewardSet, prompts: tuple[Prompt, ...]) -> list[dict]:
     """Greedy base-model rows for ``prompts``, cached in the run by what they depend on; only missing ones run."""
-    scored = "|".join(rewards.specs) + ("|gated" if rewards.gate else "")
-    key = f"{scored}|{config.model.quantize}|{config.rollout.max_new_tokens}|{ctx.engine.name}"
+    key = f"{rewards.identity}|{config.model.quantize}|{config.rollout.max_new_tokens}|{ctx.engine.name}"
     path = ctx.paths.baseline_eval
     cached = {(r["prompt_id"], r["key"]): r for r in (read_jsonl(path) if path.is_file() else [])}
     missing = [p for p in prompts if (p.id, key) not in cached]

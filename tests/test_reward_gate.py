@@ -1,6 +1,7 @@
 """`reward.gate`: the scorers after the first count only where the first scores above 0 (or has no opinion)."""
 
 import json
+from statistics import mean
 
 import pytest
 
@@ -48,7 +49,7 @@ def test_a_round_trains_on_the_gated_reward_and_compares_with_a_gated_base(tiny_
     first = tao_run(prompts_file, tiny_model, tmp_path / "run", "--set", scorers)  # round 1 ungated
     assert first.exit_code == 0, first.output
     more = tao_run(
-        prompts_file, tiny_model, tmp_path / "run", "--set", scorers, "--set", "reward.gate=true", "--rounds", 2
+        prompts_file, tiny_model, tmp_path / "run", "--set", scorers, "--set", "reward.gate=true", "--rounds", 3
     )
     assert more.exit_code == 0, more.output
     paths = RunPaths(tmp_path / "run")
@@ -64,6 +65,14 @@ def test_a_round_trains_on_the_gated_reward_and_compares_with_a_gated_base(tiny_
     base = [r for r in read_jsonl(paths.baseline_eval) if "|gated|" in r["key"]]  # the base scored anew, gated
     assert len(base) == len(read_jsonl(rp.eval)) and all(gated(r) for r in base)
     assert json.loads(rp.manifest.read_text())["config"]["reward"]["gate"] is True
+    # the guard compares round 2 with the base scored gated, not with round 1's answers scored ungated
+    figures = json.loads(rp.stage("evaluate").read_text())["guard"]
+    ungated_round_1 = mean(r["score"] for r in read_jsonl(paths.round(1).eval))
+    assert figures["previous_reward"] == pytest.approx(mean(r["score"] for r in base))
+    assert figures["previous_reward"] != pytest.approx(ungated_round_1)
+    # round 3, scored like round 2, is compared with round 2's answers
+    third = json.loads(paths.round(3).stage("evaluate").read_text())["guard"]
+    assert third["previous_reward"] == pytest.approx(mean(r["score"] for r in read_jsonl(rp.eval)))
 
 
 def test_a_gate_with_one_scorer_is_a_settings_error(tiny_model, prompts_file, tmp_path):
