@@ -162,7 +162,7 @@ def grpo_update(
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from transformers.trainer_utils import get_last_checkpoint
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     # Under `accelerate launch` each process trains its share of a step's groups (one group per micro-batch).
     world = processes.count()
@@ -171,31 +171,11 @@ def grpo_update(
     # trl drops an incomplete last batch of prompts: wrap around so that every group with signal is used.
     rows = [{"prompt": g.prompt.chat()} for g in useful]
     rows += (rows * per_step)[: (-len(rows)) % per_step]
-    group_size = len(useful[0].completions)
-    settings = trainer_settings(scratch, config.run.seed)
-    if config.update.checkpoint_steps:
-        settings.update(save_strategy="steps", save_steps=config.update.checkpoint_steps, save_total_limit=1)
-    args = GRPOConfig(
-        learning_rate=config.update.learning_rate,
-        beta=config.update.beta,
-        # Several passes reuse each replayed batch with its log-probs fixed at the first pass (trl's num_iterations),
-        # so trl's clipped ratio bounds the later passes; candidates are never generated or replayed again.
-        num_iterations=config.update.epochs,
-        scale_rewards="group" if config.update.scale_rewards else "none",
-        num_train_epochs=1,
-        num_generations=group_size,
-        per_device_train_batch_size=group_size,  # one prompt group per micro-batch
-        gradient_accumulation_steps=accumulate,
-        temperature=config.rollout.temperature,  # log-probs are computed at the sampling temperature
-        top_p=config.rollout.top_p,
-        max_completion_length=config.rollout.max_new_tokens,
-        **settings,
-    )
     replay = _Replay(useful)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=tao_reward,
-        args=args,
+        args=grpo_args(config, len(useful[0].completions), accumulate, scratch),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         rollout_func=replay,
@@ -232,6 +212,31 @@ def grpo_update(
         if processes.sharded() is None:  # under FSDP / ZeRO-3 each process holds a shard
             stats["adapter_sha256_per_process"] = processes.gather(adapter_digest(model))
     return stats
+
+
+def grpo_args(config: Config, group_size: int, accumulate: int, scratch: Path) -> Any:
+    """trl's GRPOConfig for one round's update: one prompt group per micro-batch, ``accumulate`` groups a step."""
+    from trl import GRPOConfig
+
+    settings = trainer_settings(scratch, config.run.seed)
+    if config.update.checkpoint_steps:
+        settings.update(save_strategy="steps", save_steps=config.update.checkpoint_steps, save_total_limit=1)
+    return GRPOConfig(
+        learning_rate=config.update.learning_rate,
+        beta=config.update.beta,
+        # Several passes reuse each replayed batch with its log-probs fixed at the first pass (trl's num_iterations),
+        # so trl's clipped ratio bounds the later passes; candidates are never generated or replayed again.
+        num_iterations=config.update.epochs,
+        scale_rewards="group" if config.update.scale_rewards else "none",
+        num_train_epochs=1,
+        num_generations=group_size,
+        per_device_train_batch_size=group_size,  # one prompt group per micro-batch
+        gradient_accumulation_steps=accumulate,
+        temperature=config.rollout.temperature,  # log-probs are computed at the sampling temperature
+        top_p=config.rollout.top_p,
+        max_completion_length=config.rollout.max_new_tokens,
+        **settings,
+    )
 
 
 def save_adapter(model: Any, path: Path | None, trainer: Any) -> None:
