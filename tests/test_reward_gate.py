@@ -5,6 +5,7 @@ from statistics import mean
 
 import pytest
 
+import tao.guard
 from reward.scorer import RewardSet
 from rollouts.generator import Candidate
 from tao.paths import RunPaths
@@ -44,10 +45,15 @@ def test_a_prompt_without_detectable_instructions_keeps_the_small_parts():
     assert gated[0] > gated[1] > 0
 
 
-def test_a_round_trains_on_the_gated_reward_and_compares_with_a_gated_base(tiny_model, prompts_file, tmp_path):
+def test_a_round_trains_on_the_gated_reward_and_compares_with_a_gated_base(
+    tiny_model, prompts_file, tmp_path, monkeypatch
+):
     scorers = "reward.scorers=[tests.rewards:letter_a, tests.rewards:constant=0.5]"
     first = tao_run(prompts_file, tiny_model, tmp_path / "run", "--set", scorers)  # round 1 ungated
     assert first.exit_code == 0, first.output
+    compared = []  # the rows the guard took as "previous", rounds 2 and 3
+    real = tao.guard.inspect
+    monkeypatch.setattr(tao.guard, "inspect", lambda *a, **k: compared.append(a[2]) or real(*a, **k))
     more = tao_run(
         prompts_file, tiny_model, tmp_path / "run", "--set", scorers, "--set", "reward.gate=true", "--rounds", 3
     )
@@ -71,8 +77,9 @@ def test_a_round_trains_on_the_gated_reward_and_compares_with_a_gated_base(tiny_
     assert figures["previous_reward"] == pytest.approx(mean(r["score"] for r in base))
     assert figures["previous_reward"] != pytest.approx(ungated_round_1)
     # round 3, scored like round 2, is compared with round 2's answers
-    third = json.loads(paths.round(3).stage("evaluate").read_text())["guard"]
-    assert third["previous_reward"] == pytest.approx(mean(r["score"] for r in read_jsonl(rp.eval)))
+    # (the base's cached rows carry a cache "key", a round's own rows do not; their scores may coincide)
+    assert "key" in compared[0][0] and "key" not in compared[1][0]
+    assert [r["text"] for r in compared[1]] == [r["text"] for r in read_jsonl(rp.eval)]
 
 
 def test_a_gate_with_one_scorer_is_a_settings_error(tiny_model, prompts_file, tmp_path):
