@@ -12,6 +12,8 @@
 - ``refine[:ROUNDS]``: the model reviews its own sampled draft against the request and rewrites it, ROUNDS times
   (default 1); the candidate is the last revision.
 - ``best_of[:M]``: M times as many plain samples, scored; the top ones by score are kept (default M = 4).
+- ``greedy``: the model's own greedy answer (temperature 0), always exactly one candidate (it takes no share): the
+  answer a greedy deployment gives, so the update can keep it where it scores well and correct it where it does not.
 
 Whatever context a strategy used, its candidate is trained as the answer to the **plain prompt** (the update
 replays the plain prompt's tokens with the candidate's), so the tuned model costs the same to run as the base.
@@ -30,7 +32,7 @@ from rollouts.generator import Candidate, Generator, Sampling
 from tao.errors import InputError
 from tao.prompts import Message, Prompt
 
-KINDS = ("sample", "ladder", "think", "guide", "refine", "best_of")
+KINDS = ("sample", "ladder", "think", "guide", "refine", "best_of", "greedy")
 THINK = (
     "Before you answer, think step by step: list every requirement the request states (format, length, words to use "
     "or avoid, case, punctuation). Then write a line 'Final answer:' followed by your answer alone, meeting them all."
@@ -70,8 +72,10 @@ def parse_strategy(spec: str) -> Strategy:
         raise ValueError(f"{spec!r}: {kind} takes a whole number ({'>= 1' if kind == 'refine' else '>= 2'})")
     if kind == "guide" and not arg:
         raise ValueError(f"{spec!r}: guide needs a file, guide:FILE")
-    if kind in ("sample", "think") and arg:
+    if kind in ("sample", "think", "greedy") and arg:
         raise ValueError(f"{spec!r}: {kind} takes no argument")
+    if kind == "greedy" and share_text:
+        raise ValueError(f"{spec!r}: greedy is always one candidate; it takes no share")
     return Strategy(kind, arg, share)
 
 
@@ -83,6 +87,11 @@ def load_strategies(specs: Sequence[str], num_candidates: int) -> list[Strategy]
         raise InputError(str(exc), field="rollout.strategies") from None
     if len(strategies) > num_candidates:
         raise InputError(f"{len(strategies)} strategies for {num_candidates} candidates", field="rollout.strategies")
+    greedy = sum(s.kind == "greedy" for s in strategies)
+    if greedy > 1 or greedy == len(strategies) < num_candidates:
+        raise InputError(
+            "greedy is one candidate, listed once, beside a strategy that fills the others", field="rollout.strategies"
+        )
     out = []
     for s in strategies:
         if s.kind == "guide":
@@ -100,12 +109,14 @@ def load_strategies(specs: Sequence[str], num_candidates: int) -> list[Strategy]
 
 
 def allocate(strategies: Sequence[Strategy], n: int) -> list[int]:
-    """Candidates per strategy: proportional to the shares, summing to ``n``, at least one each."""
-    total = sum(s.share for s in strategies)
+    """Candidates per strategy: one for ``greedy``; for the others proportional to the shares, at least one
+    each; summing to ``n``."""
+    shared = [i for i, s in enumerate(strategies) if s.kind != "greedy"]
+    total = sum(strategies[i].share for i in shared)
     spare = n - len(strategies)  # one each first, the rest by largest remainder
-    exact = [s.share / total * spare for s in strategies]
-    counts = [1 + math.floor(x) for x in exact]
-    by_remainder = sorted(range(len(strategies)), key=lambda i: (-(exact[i] - math.floor(exact[i])), i))
+    exact = {i: strategies[i].share / total * spare for i in shared}
+    counts = [1 + math.floor(exact.get(i, 0.0)) for i in range(len(strategies))]
+    by_remainder = sorted(shared, key=lambda i: (-(exact[i] - math.floor(exact[i])), i))
     for i in by_remainder[: n - sum(counts)]:
         counts[i] += 1
     return counts
@@ -149,6 +160,9 @@ def _run(
     strategy: Strategy, engine: Generator, prompts: Sequence[Prompt], s: Sampling, adapter: Path | None, score: Scorer
 ) -> tuple[list[Candidate], int]:
     """One strategy's ``s.n`` candidates per prompt, and the tokens it generated (drafts and pools included)."""
+    if strategy.kind == "greedy":
+        out = engine.generate(prompts, replace(s, temperature=0.0), adapter)
+        return [replace(c, context="T=0") for c in out], _tokens(out)
     if strategy.kind == "sample":
         out = engine.generate(prompts, s, adapter)
         return [replace(c, context=f"T={s.temperature:g}") for c in out], _tokens(out)

@@ -45,6 +45,8 @@ def by_length(prompts, candidates):
         ("refine:0", r"whole number \(>= 1\)"),
         ("best_of:1", r"whole number \(>= 2\)"),
         ("think:x", "think takes no argument"),
+        ("greedy:x", "greedy takes no argument"),
+        ("greedy=2", "greedy is always one candidate"),
     ],
 )
 def test_bad_specs_are_refused(spec, message):
@@ -74,6 +76,31 @@ def test_the_mix_honours_the_shares():
         assert sum(counts) == n and min(counts) >= 1
     with pytest.raises(InputError, match="3 strategies for 2 candidates"):
         load_strategies(["sample", "think", "refine"], 2)
+
+
+def test_greedy_is_one_candidate_and_the_others_share_the_rest():
+    specs = [parse_strategy(s) for s in ("sample=2", "think", "refine", "best_of:2", "greedy")]
+    assert allocate(specs, 8) == [2, 2, 2, 1, 1]
+    for n in range(5, 17):
+        counts = allocate(specs, n)
+        assert sum(counts) == n and counts[-1] == 1 and min(counts) >= 1
+    assert allocate([parse_strategy("greedy"), parse_strategy("sample")], 6) == [1, 5]
+    assert allocate([parse_strategy("greedy")], 1) == [1]
+    for specs, n in ((["greedy", "sample", "greedy"], 8), (["greedy"], 4)):
+        with pytest.raises(InputError, match="greedy is one candidate, listed once"):
+            load_strategies(specs, n)
+
+
+def test_the_greedy_candidate_is_the_models_greedy_answer(engine):
+    out, spent = strategies.explore(
+        engine, prompts(2), load_strategies(["sample", "greedy"], 3), Sampling(3, 1.0, 1.0, 8, 0), None, by_length
+    )
+    greedy = [c for c in out if c.strategy == "greedy"]
+    assert [(c.prompt_id, c.index, c.context) for c in greedy] == [("q0", 2, "T=0"), ("q1", 2, "T=0")]
+    expected = engine.generate(prompts(2), Sampling(1, 0.0, 1.0, 8, seed=123), None)  # greedy: the seed is moot
+    assert [c.token_ids for c in greedy] == [c.token_ids for c in expected]
+    assert spent["greedy"] == {"candidates": 2, "tokens": sum(len(c.token_ids) for c in greedy)}
+    assert sum(c.strategy == "sample" for c in out) == 4
 
 
 def test_each_strategy_tags_its_candidates_and_answers_the_plain_prompt(engine, tmp_path):
