@@ -10,8 +10,9 @@ from rollouts.transformers_engine import TransformersGenerator, chat_token_ids
 from tao.config import Config, ModelConfig, replace
 from tao.console import Console
 from tao.model import BaseModel, Policy
+from tao.optimizer import OPTIMIZER_FILE, carry_optimizer
 from tao.prompts import Message, Prompt
-from tao.training import OPTIMIZER_FILE, Group, grpo_update, most_spread, select
+from tao.training import Group, grpo_update, most_spread, select
 
 CONFIG = replace(
     Config(),
@@ -281,7 +282,7 @@ def test_a_resumed_update_keeps_its_checkpoint_optimizer_state_over_the_parents(
         empty = torch.optim.AdamW(params)
         outcomes = []
         for optimizer in (restored, empty):
-            carry = tao.training._carry_optimizer(model, tmp_path / "r1" / OPTIMIZER_FILE)
+            carry = carry_optimizer(model, tmp_path / "r1" / OPTIMIZER_FILE)
             carry.on_train_begin(None, None, None, optimizer=optimizer)
             outcomes.append(carry.outcome)
     assert outcomes == ["resumed", "carried"]
