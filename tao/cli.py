@@ -42,6 +42,12 @@ def main() -> None:
 )
 @click.option("--rounds", type=int, default=None, help="Rounds to run on this prompts file [config: run.rounds].")
 @click.option(
+    "--minutes",
+    type=float,
+    default=None,
+    help="Stop within this wall-clock budget; the last round shrinks to fit [config: run.minutes].",
+)
+@click.option(
     "--run-dir",
     type=click.Path(path_type=Path),
     default=None,
@@ -55,6 +61,7 @@ def run(
     model: str | None,
     rewards: tuple[str, ...],
     rounds: int | None,
+    minutes: float | None,
     run_dir: Path | None,
     config_path: Path | None,
     overrides: tuple[str, ...],
@@ -65,9 +72,8 @@ def run(
     Under `accelerate launch` every process joins the update (docs/SCALING.md)."""
     from tao.paths import default_run_dir
 
-    config = build_config(
-        config_path, overrides, model, rewards, {"run": {"rounds": rounds}} if rounds is not None else {}
-    )
+    flags = {k: v for k, v in {"rounds": rounds, "minutes": minutes}.items() if v is not None}
+    config = build_config(config_path, overrides, model, rewards, {"run": flags} if flags else {})
 
     quiet_libraries()
     import torch

@@ -198,11 +198,15 @@ class RunConfig:
     """The loop itself."""
 
     rounds: int = 1  # rounds per version of the prompts file
+    # Wall-clock budget of one invocation, in minutes (0 = none): no round starts that would end past it, and the
+    # last one takes only the prompts that fit, estimated from the last finished round (tao/budget.py).
+    minutes: float = 0.0
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = torch's default
 
     def __post_init__(self) -> None:
         _require(self.rounds >= 1, "rounds", "must be >= 1")
+        _require(self.minutes >= 0, "minutes", "must be >= 0 (0 = no budget)")
         _require(0 <= self.seed < 1_000_000, "seed", "must be in [0, 1000000)")
         _require(self.threads >= 0, "threads", "must be >= 0")
 

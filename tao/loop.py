@@ -22,8 +22,8 @@ from rollouts import strategies
 from rollouts.engine import choose_engine, open_engine
 from rollouts.generator import Candidate, Generator, Sampling
 from rollouts.transformers_engine import chat_token_ids
-from tao import evaluation, faults, guard, processes, registry, report
-from tao.config import Config, load_config, to_dict, to_yaml
+from tao import budget, evaluation, faults, guard, processes, registry, report
+from tao.config import Config, load_config, replace, to_dict, to_yaml
 from tao.console import Console
 from tao.errors import InputError
 from tao.model import BaseModel, Policy, check_lora_targets, device, gpu_peak, resolve_base
@@ -58,6 +58,7 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
     """Run (or resume) the loop; returns the manifests of the rounds finished by this call.
 
     Under ``accelerate launch`` process 0 runs the loop and the others join its updates (tao/processes.py)."""
+    started = time.perf_counter()  # run.minutes counts from here
     processes.start()
     processes.check_launcher(config.model.quantize)
     if not processes.is_main():
@@ -97,7 +98,7 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
             f"{version.lines} lines: {version.prompts} prompts ({version.duplicates} duplicates dropped, "
             f"{version.new} new), {train} for training, {held_out} held out; engine: {choice.name} ({choice.reason})"
         )
-        done = _rounds(ctx, config, prompts, version, fits)
+        done = _rounds(ctx, config, prompts, version, fits, started)
         # The other processes stop waiting. After an error process 0 exits instead, and the launcher stops them
         # (they may be inside a collective of the update, where an order would never arrive).
         processes.send(None)
@@ -105,15 +106,21 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
 
 
 def _rounds(
-    ctx: Run, config: Config, prompts: Pool, version: FileVersion, fits: Callable[[Prompt], bool]
+    ctx: Run, config: Config, prompts: Pool, version: FileVersion, fits: Callable[[Prompt], bool], started: float
 ) -> list[dict]:
-    """The unfinished round, then new rounds until this file version has ``run.rounds`` (or the guard stops)."""
+    """The unfinished round, then new rounds until this file version has ``run.rounds``, the guard stops, or
+    ``run.minutes`` has no room for another round (the last one may take fewer prompts to fit)."""
     done = []
     pending = pending_round(ctx.paths)
     if pending:
         done.append(run_round(pending, ctx))
     while finished_on_file(ctx.paths, version.sha256) < config.run.rounds and not _guard_stops(ctx, config):
-        done.append(run_round(plan_round(ctx.paths, config, prompts, version, fits), ctx))
+        size = budget.next_round_prompts(config, ctx.paths, time.perf_counter() - started)
+        if size is None:
+            ctx.console.result(f"stopped: no round fits in what is left of run.minutes ({config.run.minutes:g})")
+            return done
+        planned = config if size == config.data.prompts_per_round else replace(config, data={"prompts_per_round": size})
+        done.append(run_round(plan_round(ctx.paths, planned, prompts, version, fits), ctx))
     if not done and not _guard_stops(ctx, config):
         ctx.console.result(
             f"nothing to do: {config.run.rounds} round(s) already ran on this prompts file "

@@ -68,6 +68,7 @@ CASES = [
          (*RUN, "--config", "{tmp}/c.yaml"), "unknown key", "rollout.temprature"),
     Case("config wrong type", {"p.jsonl": GOOD, "c.yaml": "run:\n  rounds: two\n"},
          (*RUN, "--config", "{tmp}/c.yaml"), "expected an integer", "run.rounds"),
+    Case("negative time budget", {"p.jsonl": GOOD}, (*RUN, "--minutes", "-5"), "must be >= 0", "run.minutes"),
     Case("config invalid YAML", {"p.jsonl": GOOD, "c.yaml": "run:\n  rounds: [1\n"},
          (*RUN, "--config", "{tmp}/c.yaml"), "invalid YAML", "c.yaml:"),
     Case("config not a mapping", {"p.jsonl": GOOD, "c.yaml": "- 1\n"}, (*RUN, "--config", "{tmp}/c.yaml"),

@@ -274,3 +274,48 @@ def test_a_round_stops_when_most_candidates_have_no_score(tiny_model, prompts_fi
     assert "reward.scorers" in result.output and "Traceback" not in result.output
     rp = RunPaths(tmp_path / "run").round(1)
     assert rp.stage("explore").is_file() and not rp.stage("score").exists() and not rp.candidates.exists()
+
+
+def _pretend_round_took(run_dir: Path, seconds: dict[str, float]) -> None:
+    """Rewrite round 1's stage records as if its stages had taken ``seconds`` (the budget reads only these)."""
+    rp = RunPaths(run_dir).round(1)
+    for stage, value in seconds.items():
+        record = json.loads(rp.stage(stage).read_text())
+        rp.stage(stage).write_text(json.dumps({**record, "seconds": value}))
+
+
+def test_minutes_shrinks_the_last_round_to_what_fits_and_stops_when_nothing_does(finished_run, tiny_model, tmp_path):
+    from tao import budget
+    from tao.config import load_config, replace
+
+    prompts, run_dir, _ = finished_run
+    # round 1: 4 prompts; as if 400 s went on them (100 s a prompt) and 20 s on the evaluation
+    took = {"explore": 300.0, "score": 0.0, "update": 100.0, "evaluate": 20.0}
+    config = load_config(None, tuple(TINY))
+    for name, minutes, elapsed, expected in [
+        ("no budget", 0.0, 0.0, 4),
+        ("room for all", 60.0, 0.0, 4),
+        ("room for 2", 5.0, 0.0, 2),  # (300 s / 1.1 - 20) / 100 = 2.5
+        ("room for 2, less 1 s", 5.0, 1.0, 2),
+        ("room for 1: below one step of 2", 5.0, 120.0, None),
+    ]:
+        copy = shutil.copytree(run_dir, tmp_path / name)
+        _pretend_round_took(copy, took)
+        sized = budget.next_round_prompts(replace(config, run={"minutes": minutes}), RunPaths(copy), elapsed)
+        assert sized == expected, name
+    assert budget.next_round_prompts(replace(config, run={"minutes": 5.0}), RunPaths(tmp_path / "none"), 0) == 4
+
+    shrunk = shutil.copytree(run_dir, tmp_path / "shrunk")
+    _pretend_round_took(shrunk, took)
+    result = tao_run(prompts, tiny_model, shrunk, "--rounds", "2", "--minutes", "5")
+    assert result.exit_code == 0, result.output
+    r2 = RunPaths(shrunk).round(2)
+    assert r2.manifest.is_file() and len(json.loads(r2.plan.read_text())["prompts"]) == 2
+    assert load_config(r2.config, ()).data.prompts_per_round == 2  # the round's config says what it ran with
+
+    stopped = shutil.copytree(run_dir, tmp_path / "stopped")
+    _pretend_round_took(stopped, took)
+    result = tao_run(prompts, tiny_model, stopped, "--rounds", "2", "--minutes", "1")
+    assert result.exit_code == 0, result.output
+    assert "stopped: no round fits in what is left of run.minutes (1)" in result.output
+    assert not RunPaths(stopped).round(2).dir.exists()
