@@ -4,8 +4,8 @@ Both arms start from the same model with the same LoRA shape, train on the same 
 the same reward (tao's default scorers: instruction checker + 0.25 finished + 0.25 repetition), run at the same
 time, each pinned to its own CPU core with one torch thread, and stop at the largest budget. The plain arm is
 trl's GRPOTrainer with trl's defaults except what a CPU requires (bf16 off) and the task's answer budget (128
-new tokens); it saves its adapter as it passes each budget. The TAO arm runs `tao run` one round at a time;
-its model at a budget is the last round finished within it. Afterwards `tao compare` answers the held-out
+new tokens); it saves its adapter as it passes each budget. The TAO arm is one `tao run --minutes <largest
+budget>`; its model at a budget is the last round finished within it. Afterwards `tao compare` answers the held-out
 prompts greedily with every model, scored by the instruction checker (prompt-level strict, bootstrap
 intervals, paired against the base).
 
@@ -28,6 +28,7 @@ import random
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,22 +147,21 @@ def plain_arm(train_file: Path, out: Path, budgets: list[float], model: str, see
 def tao_arm(
     train_file: Path, run_dir: Path, budgets: list[float], model: str, sets: list[str], scorers: tuple[str, ...]
 ) -> None:
-    """`tao run` one round at a time until the largest budget; records when each round finished."""
-    started = time.perf_counter()
-    log: list[dict] = []
-    last = 0.0
-    while True:
-        minutes = (time.perf_counter() - started) / 60
-        if minutes + last > max(budgets) and log:
-            break  # the next round would end past the largest budget
-        command = [sys.executable, "-m", "tao.cli", "run", "--prompts", str(train_file), "--run-dir", str(run_dir)]
-        command += ["--quiet", "--model", model, "--rounds", str(len(log) + 1)]
-        command += [x for r in scorers for x in ("--reward", r)] + [x for s in sets for x in ("--set", s)]
-        subprocess.run(command, check=True, cwd=ROOT)
-        now = (time.perf_counter() - started) / 60
-        last = now - minutes
-        log.append({"round": len(log) + 1, "minutes": round(now, 2)})
-        (run_dir.parent / "tao-rounds.json").write_text(json.dumps(log, indent=2) + "\n")
+    """One `tao run --minutes <largest budget>`, as a user would run it (the last round takes the prompts that fit);
+    records when each round finished: its manifest's time, counted from the arm's start."""
+    from tao.paths import RunPaths
+    from tao.registry import finished_rounds
+
+    started = datetime.now(timezone.utc)
+    command = [sys.executable, "-m", "tao.cli", "run", "--prompts", str(train_file), "--run-dir", str(run_dir)]
+    command += ["--quiet", "--model", model, "--rounds", "1000", "--minutes", f"{max(budgets):g}"]
+    command += [x for r in scorers for x in ("--reward", r)] + [x for s in sets for x in ("--set", s)]
+    subprocess.run(command, check=True, cwd=ROOT)
+    log = [
+        {"round": rp.index, "minutes": round((datetime.fromisoformat(m["created"]) - started).total_seconds() / 60, 2)}
+        for rp, m in finished_rounds(RunPaths(run_dir))
+    ]
+    (run_dir.parent / "tao-rounds.json").write_text(json.dumps(log, indent=2) + "\n")
 
 
 def models_at(budgets: list[float], work: Path) -> dict[str, dict[float, dict]]:
