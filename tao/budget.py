@@ -1,10 +1,14 @@
 """The time budget of one ``tao run`` (``run.minutes``): how many prompts the next round can take and still end in time.
 
 A round's time grows with its prompts (exploring, scoring and training them) plus a part that does not (the
-evaluation on the held-out prompts). Both are read from the last finished round's stage records, so the estimate
-follows the model as its answers grow or shrink. Rather than stop an hour's run at minute 49 because a full round
-would end at minute 61, the last round takes the prompts that fit; with no finished round to go by, a round runs at
-full size.
+evaluation on the held-out prompts). Both are read from the stage records of the last finished rounds. Rather than
+stop an hour's run at minute 49 because a full round would end at minute 61, the last round takes the prompts that
+fit; with no finished round to go by, a round runs at full size.
+
+Per-prompt times swing between rounds (answers grow and shrink; groups without signal cost no update): over the 61
+pairs of consecutive rounds in the learning benchmark's runs (docs/RESULTS.md), a round's per-prompt time exceeded
+the round before it by more than 10% in 28% of them, and the slowest of the three before it by more than 25% in 8%.
+So the estimate is that slowest of the last three, stretched by ``MARGIN``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from tao.paths import RunPaths
 from tao.plan import Plan, planned_rounds
 from tao.storage import read_json
 
-MARGIN = 1.1  # estimated seconds are stretched by this much: round times vary by about this between rounds
+MARGIN = 1.25  # estimated seconds are stretched by this much (see above)
+LOOKBACK = 3  # finished rounds the per-prompt estimate is taken from (the slowest of them)
 PER_PROMPT_STAGES = ("explore", "score", "update")
 
 
@@ -32,15 +37,17 @@ class RoundCost:
         return max(0, math.floor((seconds / MARGIN - self.fixed) / self.per_prompt)) if self.per_prompt > 0 else 0
 
 
-def last_round_cost(paths: RunPaths) -> RoundCost | None:
-    """The cost of the last finished round, from its stage records; None before any round has finished."""
-    finished = [r for r in planned_rounds(paths) if r.manifest.is_file()]
+def round_cost(paths: RunPaths) -> RoundCost | None:
+    """The slowest per-prompt time of the last ``LOOKBACK`` finished rounds, and the last one's evaluation time;
+    None before any round has finished."""
+    finished = [r for r in planned_rounds(paths) if r.manifest.is_file()][-LOOKBACK:]
     if not finished:
         return None
-    rp = finished[-1]
-    seconds = {name: read_json(rp.stage(name)).get("seconds", 0.0) for name in (*PER_PROMPT_STAGES, "evaluate")}
-    prompts = len(Plan.read(rp).prompts)
-    return RoundCost(sum(seconds[s] for s in PER_PROMPT_STAGES) / prompts, seconds["evaluate"])
+    per_prompt = []
+    for rp in finished:
+        seconds = sum(read_json(rp.stage(name)).get("seconds", 0.0) for name in PER_PROMPT_STAGES)
+        per_prompt.append(seconds / len(Plan.read(rp).prompts))
+    return RoundCost(max(per_prompt), read_json(finished[-1].stage("evaluate")).get("seconds", 0.0))
 
 
 def next_round_prompts(config: Config, paths: RunPaths, elapsed_seconds: float) -> int | None:
@@ -48,7 +55,7 @@ def next_round_prompts(config: Config, paths: RunPaths, elapsed_seconds: float) 
     estimate yet, fewer when only fewer fit in what is left of ``run.minutes``, and None when not even one optimizer
     step's worth (``update.prompts_per_step`` prompts) fits: the run stops there."""
     wanted = config.data.prompts_per_round
-    cost = last_round_cost(paths)
+    cost = round_cost(paths)
     if not config.run.minutes or cost is None:
         return wanted
     fits = cost.prompts_within(config.run.minutes * 60 - elapsed_seconds)

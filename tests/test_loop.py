@@ -218,6 +218,12 @@ def test_two_rounds_chain_and_a_different_base_is_refused(tiny_model, tmp_path, 
     assert [u["optimizer"] for u in updates] == ["fresh", "carried"]
     assert (r1.adapter / "optimizer.safetensors").is_file() and (r2.adapter / "optimizer.safetensors").is_file()
     assert result.output.count("\nround ") + result.output.startswith("round ") == 2
+    # the time budget goes by the slower round's per-prompt time, and the last round's evaluation time
+    from tao.budget import RoundCost, round_cost
+
+    _pretend_round_took(tmp_path / "run", {"explore": 300.0, "score": 0.0, "update": 100.0, "evaluate": 9.0}, 1)
+    _pretend_round_took(tmp_path / "run", {"explore": 4.0, "score": 0.0, "update": 4.0, "evaluate": 5.0}, 2)
+    assert round_cost(RunPaths(tmp_path / "run")) == RoundCost(per_prompt=100.0, fixed=5.0)
     other = build_tiny_model(tmp_path / "other", seed=1)
     result = tao_run(prompts_file, other, tmp_path / "run", "--rounds", "3")
     assert result.exit_code == 2 and "another base model" in result.output
@@ -276,9 +282,9 @@ def test_a_round_stops_when_most_candidates_have_no_score(tiny_model, prompts_fi
     assert rp.stage("explore").is_file() and not rp.stage("score").exists() and not rp.candidates.exists()
 
 
-def _pretend_round_took(run_dir: Path, seconds: dict[str, float]) -> None:
-    """Rewrite round 1's stage records as if its stages had taken ``seconds`` (the budget reads only these)."""
-    rp = RunPaths(run_dir).round(1)
+def _pretend_round_took(run_dir: Path, seconds: dict[str, float], index: int = 1) -> None:
+    """Rewrite a round's stage records as if its stages had taken ``seconds`` (the budget reads only these)."""
+    rp = RunPaths(run_dir).round(index)
     for stage, value in seconds.items():
         record = json.loads(rp.stage(stage).read_text())
         rp.stage(stage).write_text(json.dumps({**record, "seconds": value}))
@@ -295,7 +301,7 @@ def test_minutes_shrinks_the_last_round_to_what_fits_and_stops_when_nothing_does
     for name, minutes, elapsed, expected in [
         ("no budget", 0.0, 0.0, 4),
         ("room for all", 60.0, 0.0, 4),
-        ("room for 2", 5.0, 0.0, 2),  # (300 s / 1.1 - 20) / 100 = 2.5
+        ("room for 2", 5.0, 0.0, 2),  # (300 s / 1.25 - 20) / 100 = 2.2
         ("room for 2, less 1 s", 5.0, 1.0, 2),
         ("room for 1: below one step of 2", 5.0, 120.0, None),
     ]:
