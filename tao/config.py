@@ -199,7 +199,7 @@ class RunConfig:
 
     rounds: int = 1  # rounds per version of the prompts file
     # Wall-clock budget of one invocation, in minutes (0 = none): no round starts that would end past it, and the
-    # last one takes only the prompts that fit, estimated from the last finished round (tao/budget.py).
+    # last one takes only the prompts that fit, estimated from the last finished rounds' times (tao/budget.py).
     minutes: float = 0.0
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = torch's default
