@@ -59,6 +59,5 @@ def next_round_prompts(config: Config, paths: RunPaths, elapsed_seconds: float) 
     if not config.run.minutes or cost is None:
         return wanted
     fits = cost.prompts_within(config.run.minutes * 60 - elapsed_seconds)
-    if fits < (min(config.update.prompts_per_step, wanted) if wanted else config.update.prompts_per_step):
-        return None
-    return min(fits, wanted) if wanted else fits
+    step = config.update.prompts_per_step
+    return None if fits < min(step, wanted or step) else min(fits, wanted or fits)

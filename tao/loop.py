@@ -119,7 +119,7 @@ def _rounds(
         if size is None:
             ctx.console.result(f"stopped: no round fits in what is left of run.minutes ({config.run.minutes:g})")
             return done
-        planned = config if size == config.data.prompts_per_round else replace(config, data={"prompts_per_round": size})
+        planned = replace(config, data={"prompts_per_round": size})  # the round's config records its size
         done.append(run_round(plan_round(ctx.paths, planned, prompts, version, fits), ctx))
     if not done and not _guard_stops(ctx, config):
         ctx.console.result(

@@ -298,17 +298,18 @@ def test_minutes_shrinks_the_last_round_to_what_fits_and_stops_when_nothing_does
     # round 1: 4 prompts; as if 400 s went on them (100 s a prompt) and 20 s on the evaluation
     took = {"explore": 300.0, "score": 0.0, "update": 100.0, "evaluate": 20.0}
     config = load_config(None, tuple(TINY))
-    for name, minutes, elapsed, expected in [
-        ("no budget", 0.0, 0.0, 4),
-        ("room for all", 60.0, 0.0, 4),
-        ("room for 2", 5.0, 0.0, 2),  # (300 s / 1.25 - 20) / 100 = 2.2
-        ("room for 2, less 1 s", 5.0, 1.0, 2),
-        ("room for 1: below one step of 2", 5.0, 120.0, None),
+    sized = shutil.copytree(run_dir, tmp_path / "sized")
+    _pretend_round_took(sized, took)
+    for name, minutes, elapsed, per_round, expected in [
+        ("no budget", 0.0, 0.0, 4, 4),
+        ("room for all", 60.0, 0.0, 4, 4),
+        ("room for 2", 5.0, 0.0, 4, 2),  # (300 s / 1.25 - 20) / 100 = 2.2
+        ("room for 1: below one step of 2", 5.0, 120.0, 4, None),
+        ("all prompts wanted (0): what fits", 60.0, 0.0, 0, 28),  # (3600 / 1.25 - 20) / 100 = 28.6
+        ("all prompts wanted (0), no budget", 0.0, 0.0, 0, 0),
     ]:
-        copy = shutil.copytree(run_dir, tmp_path / name)
-        _pretend_round_took(copy, took)
-        sized = budget.next_round_prompts(replace(config, run={"minutes": minutes}), RunPaths(copy), elapsed)
-        assert sized == expected, name
+        changed = replace(config, run={"minutes": minutes}, data={"prompts_per_round": per_round})
+        assert budget.next_round_prompts(changed, RunPaths(sized), elapsed) == expected, name
     assert budget.next_round_prompts(replace(config, run={"minutes": 5.0}), RunPaths(tmp_path / "none"), 0) == 4
 
     shrunk = shutil.copytree(run_dir, tmp_path / "shrunk")
