@@ -34,6 +34,19 @@ def continuous(model, encoded: list[list[int]], config) -> tuple[int, float]:
     return sum(len(o.generated_tokens) for o in out.values()), time.perf_counter() - started
 
 
+def setup(model: str, num_prompts: int) -> tuple:
+    """The model's policy (``default``: the embedded model) and the first ``num_prompts`` IFEval prompts."""
+    from tao.config import Config, replace
+    from tao.console import Console
+    from tao.model import Policy, resolve_base
+    from tao.prompts import Message, Prompt
+
+    config = replace(Config(), model={"name": model})
+    policy = Policy(resolve_base(config.model, Console(quiet=True)), config.model, config.lora)
+    rows = [json.loads(line) for line in (ROOT.parent / "shared/data/ifeval/prompts.jsonl").open()]
+    return policy, [Prompt(str(r["key"]), (Message("user", r["prompt"]),)) for r in rows[:num_prompts]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
@@ -50,15 +63,9 @@ def main() -> None:
 
     from rollouts.generator import Sampling
     from rollouts.transformers_engine import TransformersGenerator
-    from tao.config import Config, replace
     from tao.console import Console
-    from tao.model import Policy, resolve_base
-    from tao.prompts import Message, Prompt
 
-    config = replace(Config(), model={"name": args.model})
-    policy = Policy(resolve_base(config.model, Console(quiet=True)), config.model, config.lora)
-    rows = [json.loads(line) for line in (ROOT.parent / "shared/data/ifeval/prompts.jsonl").open()]
-    prompts = [Prompt(str(r["key"]), (Message("user", r["prompt"]),)) for r in rows[: args.num_prompts]]
+    policy, prompts = setup(args.model, args.num_prompts)
     sampling = Sampling(args.n, 0.8, 1.0, args.max_new_tokens, seed=0)
 
     engine = TransformersGenerator(policy, args.batch_size, Console(quiet=True))
