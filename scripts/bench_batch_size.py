@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -36,8 +35,7 @@ def main() -> None:
     sizes = sorted({int(s) for s in args.sizes.split(",")} | {BASELINE})
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-    import torch
-    from bench_batching import setup  # the same model and prompts as the continuous-batching benchmark
+    from bench_batching import conditions, setup  # the same model and prompts as the continuous-batching benchmark
 
     from rollouts.generator import Sampling
     from rollouts.transformers_engine import TransformersGenerator
@@ -61,12 +59,7 @@ def main() -> None:
         print(f"{size:4d} / {BASELINE}: {runs[size]['vs_32']}x")
 
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads",
-        "model": "SmolLM2-135M-Instruct (embedded)" if args.model == "default" else args.model,
-        "prompts": f"IFEval, first {len(prompts)}",
-        "samples_per_prompt": args.n,
-        "max_new_tokens": args.max_new_tokens,
+        **conditions(args, len(prompts)),
         "batch_sizes": {str(size): r for size, r in runs.items()},
     }
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -47,6 +47,20 @@ def setup(model: str, num_prompts: int) -> tuple:
     return policy, [Prompt(str(r["key"]), (Message("user", r["prompt"]),)) for r in rows[:num_prompts]]
 
 
+def conditions(args: argparse.Namespace, prompts: int) -> dict:
+    """What a generation benchmark's JSON says about where and on what it ran."""
+    import torch
+
+    return {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads",
+        "model": "SmolLM2-135M-Instruct (embedded)" if args.model == "default" else args.model,
+        "prompts": f"IFEval, first {prompts}",
+        "samples_per_prompt": args.n,
+        "max_new_tokens": args.max_new_tokens,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
@@ -58,7 +72,6 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-    import torch
     from transformers import GenerationConfig
 
     from rollouts.generator import Sampling
@@ -85,12 +98,7 @@ def main() -> None:
         cont_tokens, cont_s = continuous(model, encoded, gen)
 
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads",
-        "model": "SmolLM2-135M-Instruct (embedded)" if args.model == "default" else args.model,
-        "prompts": f"IFEval, first {len(prompts)}",
-        "samples_per_prompt": args.n,
-        "max_new_tokens": args.max_new_tokens,
+        **conditions(args, len(prompts)),
         "batched": {"batch_size": args.batch_size, "tokens": batched_tokens, "seconds": round(batched_s, 1),
                     "tokens_per_s": round(batched_tokens / batched_s, 1)},
         "continuous": {"tokens": cont_tokens, "seconds": round(cont_s, 1),
