@@ -55,11 +55,12 @@ def main() -> None:
         runs[size] = {"tokens": tokens, "seconds": round(seconds, 1), "tokens_per_s": round(tokens / seconds, 1)}
         print(f"{size:4d} sequences a call: {runs[size]['tokens_per_s']} tok/s ({tokens} tokens)", flush=True)
     for size in sizes:
-        runs[size]["vs_32"] = round(runs[size]["tokens_per_s"] / runs[BASELINE]["tokens_per_s"], 2)
-        print(f"{size:4d} / {BASELINE}: {runs[size]['vs_32']}x")
+        runs[size]["vs_baseline"] = round(runs[size]["tokens_per_s"] / runs[BASELINE]["tokens_per_s"], 2)
+        print(f"{size:4d} / {BASELINE}: {runs[size]['vs_baseline']}x")
 
     result = {
         **conditions(args, len(prompts)),
+        "baseline_batch_size": BASELINE,
         "batch_sizes": {str(size): r for size, r in runs.items()},
     }
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -19,9 +19,14 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+if TYPE_CHECKING:
+    from tao.model import Policy
+    from tao.prompts import Prompt
 
 
 def continuous(model, encoded: list[list[int]], config) -> tuple[int, float]:
@@ -34,7 +39,7 @@ def continuous(model, encoded: list[list[int]], config) -> tuple[int, float]:
     return sum(len(o.generated_tokens) for o in out.values()), time.perf_counter() - started
 
 
-def setup(model: str, num_prompts: int) -> tuple:
+def setup(model: str, num_prompts: int) -> tuple[Policy, list[Prompt]]:
     """The model's policy (``default``: the embedded model) and the first ``num_prompts`` IFEval prompts."""
     from tao.config import Config, replace
     from tao.console import Console
