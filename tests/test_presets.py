@@ -220,7 +220,7 @@ def test_the_small_model_preset_is_the_setting_the_learning_benchmark_measured(m
     spec = importlib.util.spec_from_file_location("bench_learning", ROOT / "scripts" / "bench_learning.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    best = ["update.beta=0.04", "reward.gate=true"]
+    best = ["update.beta=0.04", "reward.gate=true", "rollout.batch_size=64"]
     best += ["reward.scorers=[rule:instructions, rule:finished=0.25, rule:repetition=0.25, rule:min_words:40=0.5]"]
     guides = "configs/instruction-guides.txt"
     measured = load_config(None, [s.format(guides=guides) for s in bench.TAO_SETTINGS] + best)
