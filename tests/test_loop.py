@@ -218,12 +218,18 @@ def test_two_rounds_chain_and_a_different_base_is_refused(tiny_model, tmp_path, 
     assert [u["optimizer"] for u in updates] == ["fresh", "carried"]
     assert (r1.adapter / "optimizer.safetensors").is_file() and (r2.adapter / "optimizer.safetensors").is_file()
     assert result.output.count("\nround ") + result.output.startswith("round ") == 2
-    # the time budget goes by the slower round's per-prompt time, and the last round's evaluation time
+    # the time budget reads each round's exploring, the slowest optimizer step, the largest trained share, and the
+    # last round's evaluation time
     from tao.budget import RoundCost, round_cost
 
-    _pretend_round_took(tmp_path / "run", {"explore": 300.0, "score": 0.0, "update": 100.0, "evaluate": 9.0}, 1)
-    _pretend_round_took(tmp_path / "run", {"explore": 4.0, "score": 0.0, "update": 4.0, "evaluate": 5.0}, 2)
-    assert round_cost(RunPaths(tmp_path / "run")) == RoundCost(per_prompt=100.0, fixed=5.0)
+    sizes = [len(json.loads(r.plan.read_text())["prompts"]) for r in (r1, r2)]
+    slow = {"explore": 300.0, "score": 2.0, "update": 100.0, "evaluate": 9.0}
+    fast = {"explore": 4.0, "score": 0.0, "update": 4.0, "evaluate": 5.0}
+    _pretend_round_took(tmp_path / "run", slow, 1, steps=4, groups_trained=2)
+    _pretend_round_took(tmp_path / "run", fast, 2, steps=1, groups_trained=1)
+    share = max(2 / sizes[0], 1 / sizes[1])
+    expected = RoundCost(((sizes[0], 302.0), (sizes[1], 4.0)), step_seconds=25.0, trained_share=share, fixed=5.0)
+    assert round_cost(RunPaths(tmp_path / "run")) == expected
     other = build_tiny_model(tmp_path / "other", seed=1)
     result = tao_run(prompts_file, other, tmp_path / "run", "--rounds", "3")
     assert result.exit_code == 2 and "another base model" in result.output
@@ -282,12 +288,14 @@ def test_a_round_stops_when_most_candidates_have_no_score(tiny_model, prompts_fi
     assert rp.stage("explore").is_file() and not rp.stage("score").exists() and not rp.candidates.exists()
 
 
-def _pretend_round_took(run_dir: Path, seconds: dict[str, float], index: int = 1) -> None:
-    """Rewrite a round's stage records as if its stages had taken ``seconds`` (the budget reads only these)."""
+def _pretend_round_took(run_dir: Path, seconds: dict[str, float], index: int = 1, **update: int) -> None:
+    """Rewrite a round's stage records as if its stages had taken ``seconds`` and its update had the ``update``
+    figures (steps, groups_trained): the budget reads only these."""
     rp = RunPaths(run_dir).round(index)
     for stage, value in seconds.items():
         record = json.loads(rp.stage(stage).read_text())
-        rp.stage(stage).write_text(json.dumps({**record, "seconds": value}))
+        extra = update if stage == "update" else {}
+        rp.stage(stage).write_text(json.dumps({**record, "seconds": value, **extra}))
 
 
 def test_minutes_shrinks_the_last_round_to_what_fits_and_stops_when_nothing_does(finished_run, tiny_model, tmp_path):
@@ -295,17 +303,19 @@ def test_minutes_shrinks_the_last_round_to_what_fits_and_stops_when_nothing_does
     from tao.config import load_config, replace
 
     prompts, run_dir, _ = finished_run
-    # round 1: 4 prompts; as if 400 s went on them (100 s a prompt) and 20 s on the evaluation
+    # round 1: 4 prompts, as if explored in 300 s, trained in 2 steps of 50 s (all 4 groups), evaluated in 20 s.
+    # A round of p prompts: 300 * (p / 4) ** 0.7 + 50 * ceil(p / 2) + 20 seconds, x1.25
     took = {"explore": 300.0, "score": 0.0, "update": 100.0, "evaluate": 20.0}
     config = load_config(None, tuple(TINY))
+    assert config.update.prompts_per_step == 2
     sized = shutil.copytree(run_dir, tmp_path / "sized")
-    _pretend_round_took(sized, took)
+    _pretend_round_took(sized, took, steps=2, groups_trained=4)
     for name, minutes, elapsed, per_round, expected in [
         ("no budget", 0.0, 0.0, 4, 4),
         ("room for all", 60.0, 0.0, 4, 4),
-        ("room for 2", 5.0, 0.0, 4, 2),  # (300 s / 1.25 - 20) / 100 = 2.2
-        ("room for 1: below one step of 2", 5.0, 120.0, 4, None),
-        ("all prompts wanted (0): what fits", 60.0, 0.0, 0, 28),  # (3600 / 1.25 - 20) / 100 = 28.6
+        ("room for 2", 6.0, 0.0, 4, 2),  # 2 prompts: 1.25 * (184.7 + 50 + 20) = 318 s; 3: 456 s
+        ("not linear: room for 1, below one step of 2", 5.0, 0.0, 4, None),  # 1: 230 s, 2: 318 s
+        ("all prompts wanted (0): what fits", 60.0, 0.0, 0, 46),  # 46: 3574 s, 47: 3632 s
         ("all prompts wanted (0), no budget", 0.0, 0.0, 0, 0),
     ]:
         changed = replace(config, run={"minutes": minutes}, data={"prompts_per_round": per_round})
@@ -313,15 +323,15 @@ def test_minutes_shrinks_the_last_round_to_what_fits_and_stops_when_nothing_does
     assert budget.next_round_prompts(replace(config, run={"minutes": 5.0}), RunPaths(tmp_path / "none"), 0) == 4
 
     shrunk = shutil.copytree(run_dir, tmp_path / "shrunk")
-    _pretend_round_took(shrunk, took)
-    result = tao_run(prompts, tiny_model, shrunk, "--rounds", "2", "--minutes", "5")
+    _pretend_round_took(shrunk, took, steps=2, groups_trained=4)
+    result = tao_run(prompts, tiny_model, shrunk, "--rounds", "2", "--minutes", "6")
     assert result.exit_code == 0, result.output
     r2 = RunPaths(shrunk).round(2)
     assert r2.manifest.is_file() and len(json.loads(r2.plan.read_text())["prompts"]) == 2
     assert load_config(r2.config, ()).data.prompts_per_round == 2  # the round's config says what it ran with
 
     stopped = shutil.copytree(run_dir, tmp_path / "stopped")
-    _pretend_round_took(stopped, took)
+    _pretend_round_took(stopped, took, steps=2, groups_trained=4)
     result = tao_run(prompts, tiny_model, stopped, "--rounds", "2", "--minutes", "1")
     assert result.exit_code == 0, result.output
     assert "stopped: no round fits in what is left of run.minutes (1)" in result.output
