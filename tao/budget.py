@@ -5,15 +5,15 @@ scoring its prompts, the update's optimizer steps, and the evaluation on the hel
 round's size). Rather than stop an hour's run at minute 49 because a full round would end at minute 61, the last
 round takes the prompts that fit; with no finished round to go by, a round runs at full size.
 
-Not linear in the prompts: a round of a few prompts generates in small batches, which cost more a sequence (on a
-CPU as on a GPU), and its update runs whole optimizer steps (``update.prompts_per_step`` groups each; a part-filled
-last step is filled by wrapping around). So exploring p prompts is estimated as E * (p / n) ** ``EXPLORE_SCALING``
-of a round that explored n prompts in E seconds, and the update as its steps (the largest share of prompts whose
-group was trained, in groups of ``prompts_per_step``) times the slowest step. Measured on the learning benchmark's
-runs (docs/RESULTS.md): its four shortest last rounds (4-9 prompts) explored in E * (p / n) ** 0.71-0.87; of its 18
-shortened last rounds, 4 took over 1.25x the per-prompt estimate used before (up to 1.61x) and ended past the hour,
-2 over 1.25x this one (1.35x and 1.39x: two tries of one round of long prompts, which generated at half the usual
-tokens a second: a batch is padded to its longest prompt).
+Not linear in the prompts: a round of a few prompts generates in small batches, which cost more a sequence (as
+measured on a CPU; on a GPU a batch's cost depends even less on its size), and its update runs whole optimizer steps
+(``update.prompts_per_step`` groups each; a part-filled last step is filled by wrapping around). So exploring p
+prompts is estimated as E * (p / n) ** ``EXPLORE_SCALING`` of a round that explored n prompts in E seconds, and the
+update as its steps (the largest share of prompts whose group was trained, in groups of ``prompts_per_step``) times
+the slowest step. Measured on the learning benchmark's runs (docs/RESULTS.md): its four shortest last rounds (4-9
+prompts) explored in E * (p / n) ** 0.71-0.87; of its 18 shortened last rounds, 4 took over 1.25x the per-prompt
+estimate used before (up to 1.61x) and ended past the hour, 2 over 1.25x this one (1.35x and 1.39x: two tries of one
+round of long prompts, which generated at half the usual tokens a second: a batch is padded to its longest prompt).
 
 Per-prompt times also swing between rounds (answers grow and shrink; groups without signal cost no update): over the
 61 pairs of consecutive rounds in the learning benchmark's runs, a round's per-prompt time exceeded the round before
