@@ -48,7 +48,7 @@ class RoundCost:
 
     def seconds(self, prompts: int, per_step: int) -> float:
         """Estimated seconds of a round of ``prompts`` prompts, ``per_step`` groups an optimizer step."""
-        explore = max(seconds * (prompts / n) ** EXPLORE_SCALING for n, seconds in self.explored)
+        explore = max(spent * (prompts / n) ** EXPLORE_SCALING for n, spent in self.explored)
         steps = math.ceil(self.trained_share * prompts / per_step - 1e-9)
         return explore + steps * self.step_seconds + self.fixed
 
