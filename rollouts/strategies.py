@@ -12,6 +12,8 @@
 - ``refine[:ROUNDS]``: the model reviews its own sampled draft against the request and rewrites it, ROUNDS times
   (default 1); the candidate is the last revision.
 - ``best_of[:M]``: M times as many plain samples, scored; the top ones by score are kept (default M = 4).
+- ``exemplars[:K]``: the K earlier prompts most like this one, each with the run's best-scored answer to it, shown
+  as earlier turns of the conversation (default 2; rollouts/exemplars.py); plain sampling until a round has finished.
 - ``greedy``: the model's own greedy answer (temperature 0), always exactly one candidate (it takes no share): the
   answer a greedy deployment gives, so the update can keep it where it scores well and correct it where it does not.
 
@@ -28,11 +30,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from rollouts.exemplars import Exemplar, nearest
 from rollouts.generator import Candidate, Generator, Sampling
 from tao.errors import InputError
 from tao.prompts import Message, Prompt
 
-KINDS = ("sample", "ladder", "think", "guide", "refine", "best_of", "greedy")
+KINDS = ("sample", "ladder", "think", "guide", "refine", "best_of", "exemplars", "greedy")
 THINK = (
     "Before you answer, think step by step: list every requirement the request states (format, length, words to use "
     "or avoid, case, punctuation). Then write a line 'Final answer:' followed by your answer alone, meeting them all."
@@ -42,6 +45,8 @@ REFINE = (
     "Check your answer against every requirement of my request (format, length, words, case, punctuation) and "
     "rewrite it so that it meets them all. Reply with the improved answer only."
 )
+EXEMPLAR_ROOM = 512  # tokens of exemplar turns at most before a prompt (rollouts/vllm_engine.py leaves the room)
+MARKUP = 8  # tokens of chat markup counted per shown turn
 Scorer = Callable[[Sequence[Prompt], Sequence[Candidate]], list[float | None]]
 
 
@@ -68,8 +73,9 @@ def parse_strategy(spec: str) -> Strategy:
         raise ValueError(f"{spec!r}: unknown strategy {kind!r} (one of {', '.join(KINDS)})")
     if kind == "ladder" and arg and not re.fullmatch(r"[0-9.]+-[0-9.]+", arg):
         raise ValueError(f"{spec!r}: a ladder is LOW-HIGH, e.g. ladder:0.4-1.2")
-    if kind in ("refine", "best_of") and arg and not (arg.isdigit() and int(arg) >= (1 if kind == "refine" else 2)):
-        raise ValueError(f"{spec!r}: {kind} takes a whole number ({'>= 1' if kind == 'refine' else '>= 2'})")
+    least = {"refine": 1, "exemplars": 1, "best_of": 2}.get(kind)
+    if least and arg and not (arg.isdigit() and int(arg) >= least):
+        raise ValueError(f"{spec!r}: {kind} takes a whole number (>= {least})")
     if kind == "guide" and not arg:
         raise ValueError(f"{spec!r}: guide needs a file, guide:FILE")
     if kind in ("sample", "think", "greedy") and arg:
@@ -139,17 +145,21 @@ def explore(
     sampling: Sampling,
     adapter: Path | None,
     score: Scorer,
+    examples: Sequence[Exemplar] = (),
 ) -> tuple[list[Candidate], dict[str, dict]]:
     """``sampling.n`` candidates per prompt, shared among ``strategies``; returns them (grouped by prompt,
-    re-indexed 0..n-1, each tagged with its strategy and context) and, per strategy, candidates and tokens spent."""
+    re-indexed 0..n-1, each tagged with its strategy and context) and, per strategy, candidates and tokens spent.
+    ``examples``: the earlier rounds' exemplars the ``exemplars`` strategy chooses from."""
     found: dict[str, list[Candidate]] = {p.id: [] for p in prompts}
     stats = {}
     for i, (strategy, k) in enumerate(zip(strategies, allocate(strategies, sampling.n), strict=True)):
         own = replace(sampling, n=k, seed=sampling.seed + 7919 * i)  # the first strategy keeps the run's seed
-        candidates, tokens = _run(strategy, engine, prompts, own, adapter, score)
+        candidates, tokens = _run(strategy, engine, prompts, own, adapter, score, examples)
         for c in candidates:
             found[c.prompt_id].append(replace(c, strategy=strategy.name))
         stats[strategy.name] = {"candidates": len(candidates), "tokens": tokens}
+        if strategy.kind == "exemplars":
+            stats[strategy.name]["exemplars_available"] = len(examples)
         if strategy.guides:  # the file may change later: record what this exploration used
             stats[strategy.name]["guides_sha256"] = hashlib.sha256("\n---\n".join(strategy.guides).encode()).hexdigest()
     out = [replace(c, index=j) for p in prompts for j, c in enumerate(found[p.id])]
@@ -157,7 +167,13 @@ def explore(
 
 
 def _run(
-    strategy: Strategy, engine: Generator, prompts: Sequence[Prompt], s: Sampling, adapter: Path | None, score: Scorer
+    strategy: Strategy,
+    engine: Generator,
+    prompts: Sequence[Prompt],
+    s: Sampling,
+    adapter: Path | None,
+    score: Scorer,
+    examples: Sequence[Exemplar],
 ) -> tuple[list[Candidate], int]:
     """One strategy's ``s.n`` candidates per prompt, and the tokens it generated (drafts and pools included)."""
     if strategy.kind == "greedy":
@@ -181,6 +197,8 @@ def _run(
         return _guided(strategy, engine, prompts, s, adapter)
     if strategy.kind == "refine":
         return _refined(int(strategy.arg or 1), engine, prompts, s, adapter)
+    if strategy.kind == "exemplars":
+        return _shown(int(strategy.arg or 2), engine, prompts, s, adapter, examples)
     return _best_of(int(strategy.arg or 4), engine, prompts, s, adapter, score)
 
 
@@ -246,6 +264,41 @@ def _refined(
     return [
         replace(c, context=f"revision {rounds} of the draft: {d[:120]}") for c, d in zip(drafts, first, strict=True)
     ], spent
+
+
+def _shown(
+    k: int,
+    engine: Generator,
+    prompts: Sequence[Prompt],
+    s: Sampling,
+    adapter: Path | None,
+    examples: Sequence[Exemplar],
+) -> tuple[list[Candidate], int]:
+    """Each prompt after its ``k`` nearest exemplars that fit in ``EXEMPLAR_ROOM``, as earlier user/assistant
+    turns (after any system turn), the most similar last."""
+    if not examples:
+        out = engine.generate(prompts, s, adapter)
+        return [replace(c, context="no exemplar yet: a plain sample") for c in out], _tokens(out)
+    asked, shown_ids = [], {}
+    for p, ranked in zip(prompts, nearest(prompts, examples, len(examples)), strict=True):
+        shown, room = [], EXEMPLAR_ROOM
+        for e in reversed(ranked):  # the most similar first; one that does not fit is passed over
+            if len(shown) == k:
+                break
+            turns = (e.prompt.messages[-1], Message("assistant", e.answer))
+            cost = sum(len(engine.tokenizer.encode(m.content, add_special_tokens=False)) + MARKUP for m in turns)
+            if cost <= room:
+                shown.insert(0, e)
+                room -= cost
+        turns = [m for e in shown for m in (e.prompt.messages[-1], Message("assistant", e.answer))]
+        lead = 1 if p.messages[0].role == "system" else 0
+        asked.append(Prompt(f"{p.id}#exemplars", (*p.messages[:lead], *turns, *p.messages[lead:]), p.metadata))
+        shown_ids[p.id] = ", ".join(e.prompt.id for e in shown)
+    out = _generate_as(engine, asked, prompts, s, adapter)
+    context = {
+        i: f"after exemplars {ids}" if ids else "no exemplar fits: a plain sample" for i, ids in shown_ids.items()
+    }
+    return [replace(c, context=context[c.prompt_id]) for c in out], _tokens(out)
 
 
 def _best_of(

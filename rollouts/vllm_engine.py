@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rollouts.generator import Candidate, Sampling
+from rollouts.strategies import EXEMPLAR_ROOM
 from rollouts.transformers_engine import chat_token_ids, stop_token_ids
 from tao.config import Config
 from tao.console import Console
@@ -148,8 +149,10 @@ class VllmGenerator:
         return args
 
     def _max_model_len(self) -> int:
-        """Room for the longest prompt, a draft and a revision (the refine strategy), within the model's limit."""
-        wanted = self.config.data.max_prompt_tokens + 2 * self.config.rollout.max_new_tokens + REFINE_CONTEXT
+        """Room for the longest prompt, what a strategy adds before it (the refine strategy's draft, or exemplar
+        turns) and the answer, within the model's limit."""
+        answer = self.config.rollout.max_new_tokens
+        wanted = self.config.data.max_prompt_tokens + answer + max(answer + REFINE_CONTEXT, EXEMPLAR_ROOM)
         try:
             limit = json.loads((self.base.path / "config.json").read_text()).get("max_position_embeddings")
         except (OSError, ValueError):

@@ -82,8 +82,8 @@ class RolloutConfig:
     engine: Literal["auto", "vllm", "transformers", "vllm-server"] = "auto"
     num_candidates: int = 8  # candidates per prompt (the GRPO group)
     # How the group is explored, as SPEC[=SHARE]: sample, ladder[:LOW-HIGH], think, guide:FILE, refine[:ROUNDS],
-    # best_of[:M], greedy (rollouts/strategies.py); shares of num_candidates, at least one candidate each (greedy:
-    # exactly one)
+    # best_of[:M], exemplars[:K], greedy (rollouts/strategies.py); shares of num_candidates, at least one candidate
+    # each (greedy: exactly one)
     strategies: tuple[str, ...] = ("sample",)
     temperature: float = 0.8
     top_p: float = 1.0

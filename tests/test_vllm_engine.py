@@ -10,6 +10,7 @@ import torch
 
 import rollouts.engine
 from rollouts.engine import choose_engine
+from rollouts.strategies import EXEMPLAR_ROOM
 from rollouts.vllm_engine import VllmGenerator, request_seed
 from tao.config import Config, replace
 from tao.console import Console
@@ -55,7 +56,9 @@ def test_gpu_engine_arguments(tiny_model):
     assert args["dtype"] == "bfloat16" and not args["enforce_eager"] and args["enable_sleep_mode"]
     assert args["quantization"] == "bitsandbytes"  # the same NF4 base the update trains on
     assert args["kv_cache_memory_bytes"] == 3 * 2**30 and args["gpu_memory_utilization"] == 0.5
-    assert args["max_model_len"] == 256 + 2 * 128 + 128  # prompt, a draft and its revision (refine)
+    assert args["max_model_len"] == 256 + 128 + EXEMPLAR_ROOM  # prompt, exemplar turns (more than refine's), answer
+    long = engine(tiny_model, cuda=True, data={"max_prompt_tokens": 64}, rollout={"max_new_tokens": 400})
+    assert long.engine_args()["max_model_len"] == 64 + 2 * 400 + 128  # prompt, a draft and its revision (refine)
 
 
 def test_tensor_parallel_size_reaches_vllms_constructor(tiny_model, monkeypatch):
