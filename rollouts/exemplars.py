@@ -21,9 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tao.paths import RunPaths
 from tao.prompts import Prompt
+from tao.storage import read_jsonl
 
 TOP_SHARE = 0.1  # an exemplar scored in the top tenth of the earlier rounds' candidates
+SHOWN = "after exemplars "  # a candidate's context when it was shown exemplars, followed by their prompt ids
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,14 @@ def gather(rounds: Iterable[tuple[Sequence[Prompt], Sequence[dict]]]) -> list[Ex
         return []
     cut = float(np.quantile(scores, 1 - TOP_SHARE, method="lower"))
     return [e for e in best.values() if e.score >= cut and e.answer.strip()]
+
+
+def from_run(paths: RunPaths, before: int) -> list[Exemplar]:
+    """The exemplars of a run's scored rounds before round ``before``: what that round's exploration shows."""
+    from tao.plan import Plan  # here, not at the top: tao.plan -> tao.config -> rollouts.strategies -> this module
+
+    earlier = [r for r in paths.rounds() if r.index < before and r.candidates.is_file()]
+    return gather((Plan.read(r).prompts, read_jsonl(r.candidates)) for r in earlier)
 
 
 def _words(prompt: Prompt) -> Counter[str]:

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from rollouts.exemplars import Exemplar, nearest
+from rollouts.exemplars import SHOWN, Exemplar, nearest
 from rollouts.generator import Candidate, Generator, Sampling
 from tao.errors import InputError
 from tao.prompts import Message, Prompt
@@ -295,9 +295,7 @@ def _shown(
         asked.append(Prompt(f"{p.id}#exemplars", (*p.messages[:lead], *turns, *p.messages[lead:]), p.metadata))
         shown_ids[p.id] = ", ".join(e.prompt.id for e in shown)
     out = _generate_as(engine, asked, prompts, s, adapter)
-    context = {
-        i: f"after exemplars {ids}" if ids else "no exemplar fits: a plain sample" for i, ids in shown_ids.items()
-    }
+    context = {i: f"{SHOWN}{ids}" if ids else "no exemplar fits: a plain sample" for i, ids in shown_ids.items()}
     return [replace(c, context=context[c.prompt_id]) for c in out], _tokens(out)
 
 

@@ -2,8 +2,8 @@
 mean reward, the share that fully passed the checker and the share that followed any of it; for the exemplars
 strategy, how much of each answer repeats the answers it was shown (word 5-grams).
 
-Reads each round's `plan.json` and `candidates.jsonl`; the exemplars a round showed are rebuilt from the rounds
-before it as the loop builds them (rollouts/exemplars.py). A checker part scores 1 for an answer that meets every
+Reads each round's `candidates.jsonl`; the exemplars a round showed are rebuilt from the rounds before it by the
+loop's own function (rollouts/exemplars.py `from_run`). A checker part scores 1 for an answer that meets every
 requirement and 0 for one that meets none (rule:instructions does).
 
     python scripts/strategy_yield.py RUN_DIR [RUN_DIR ...] [--part rule:instructions] [--from-round 2] [--out F]
@@ -21,13 +21,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rollouts import exemplars  # noqa: E402
+from rollouts.exemplars import SHOWN, from_run  # noqa: E402
 from tao.paths import RunPaths  # noqa: E402
-from tao.plan import Plan  # noqa: E402
 from tao.storage import read_jsonl  # noqa: E402
 
-SHOWN = "after exemplars "  # the context of a candidate that was shown exemplars (rollouts/strategies.py)
-MOSTLY = 0.5  # an answer whose 5-grams are more than half the shown answers' counts as mostly copied
+MOSTLY = 0.5  # an answer with more than half of its 5-grams in the answers shown counts as mostly copied
 
 
 def grams(text: str, n: int = 5) -> set[tuple[str, ...]]:
@@ -46,16 +44,12 @@ def yields(run_dirs: list[Path], part: str, from_round: int = 1) -> dict[str, di
     rows: defaultdict[str, list[dict]] = defaultdict(list)
     copied: defaultdict[str, list[float]] = defaultdict(list)
     for run_dir in run_dirs:
-        earlier = []
-        for rp in RunPaths(run_dir).rounds():
-            if not rp.candidates.is_file():
+        paths = RunPaths(run_dir)
+        for rp in paths.rounds():
+            if rp.index < from_round or not rp.candidates.is_file():
                 continue
-            scored = read_jsonl(rp.candidates)
-            answers = {e.prompt.id: e.answer for e in exemplars.gather(earlier)}
-            earlier.append((Plan.read(rp).prompts, scored))
-            if rp.index < from_round:
-                continue
-            for row in scored:
+            answers = {e.prompt.id: e.answer for e in from_run(paths, rp.index)}
+            for row in read_jsonl(rp.candidates):
                 rows[row["strategy"]].append(row)
                 if row["context"].startswith(SHOWN):
                     ids = row["context"].removeprefix(SHOWN).split(", ")

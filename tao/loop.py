@@ -200,7 +200,7 @@ def explore(
     r = config.rollout
     sampling = Sampling(r.num_candidates, r.temperature, r.top_p, r.max_new_tokens, seed)
     chosen = strategies.load_strategies(r.strategies, r.num_candidates)
-    shown = _exemplars(ctx.paths, rp.index) if any(s.kind == "exemplars" for s in chosen) else []
+    shown = exemplars.from_run(ctx.paths, rp.index) if any(s.kind == "exemplars" for s in chosen) else []
     candidates, spent = strategies.explore(ctx.engine, prompts, chosen, sampling, parent, rewards.totals, shown)
     faults.point("explore")
     write_jsonl(rp.rollouts, (c.to_row() for c in candidates))
@@ -213,12 +213,6 @@ def explore(
         "strategies": spent,
         "finished_share": sum(c.finished for c in candidates) / len(candidates),
     }
-
-
-def _exemplars(paths: RunPaths, before: int) -> list[exemplars.Exemplar]:
-    """The exemplars of the rounds before ``before`` that were scored (rollouts/exemplars.py)."""
-    earlier = [r for r in paths.rounds() if r.index < before and r.candidates.is_file()]
-    return exemplars.gather((Plan.read(r).prompts, read_jsonl(r.candidates)) for r in earlier)
 
 
 def score(rp: RoundPaths, ctx: Run, config: Config, rewards: RewardSet, prompts: tuple[Prompt, ...]) -> dict:
