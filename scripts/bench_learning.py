@@ -2,7 +2,8 @@
 
 Both arms start from the same model with the same LoRA shape, train on the same IFEval training prompts with
 the same reward (tao's default scorers: instruction checker + 0.25 finished + 0.25 repetition), run at the same
-time, each pinned to its own CPU core with one torch thread, and stop at the largest budget. The plain arm is
+time, each pinned to its own CPU core with one torch thread (or, with --threads N, one after the other with N
+threads each: the whole machine, as `tao run` uses it), and stop at the largest budget. The plain arm is
 trl's GRPOTrainer with trl's defaults except what a CPU requires (bf16 off) and the task's answer budget (128
 new tokens); it saves its adapter as it passes each budget. The TAO arm is one `tao run --minutes <largest
 budget>`; its model at a budget is the last round finished within it. Afterwards `tao compare` answers the held-out
@@ -13,7 +14,7 @@ Held-out prompts: IFEval prompts the checker handles, minus every prompt used to
 scripts/bench_explore.py, and the 96 of scripts/bench_quality.py, whose split trained and validated
 scripts/sweep_update.py's variants); the training prompts are all the others.
 
-    python scripts/bench_learning.py [--budgets 15,30,60] [--heldout 64] [--work runs/bench-learning]
+    python scripts/bench_learning.py [--budgets 15,30,60] [--heldout 64] [--work runs/bench-learning] [--threads 1]
 
 Writes docs/results/bench_learning.json and .png (held-out accuracy against minutes) and prints the table.
 """
@@ -48,7 +49,7 @@ TAO_SETTINGS = (
     "update.learning_rate=1e-3",
     "update.beta=0",
     "update.group_size=4",
-    "run.threads=1",
+    "run.threads={threads}",
 )
 
 
@@ -70,7 +71,7 @@ def write_items(path: Path, items: list[dict], keep: tuple[str, ...]) -> Path:
     return path
 
 
-def plain_arm(train_file: Path, out: Path, budgets: list[float], model: str, seed: int) -> None:
+def plain_arm(train_file: Path, out: Path, budgets: list[float], model: str, seed: int, threads: int) -> None:
     """trl's GRPOTrainer with its defaults; saves the adapter at the first step end past each budget."""
     started = time.perf_counter()
     import torch
@@ -87,7 +88,7 @@ def plain_arm(train_file: Path, out: Path, budgets: list[float], model: str, see
     from tao.model import resolve_base
     from tao.prompts import Message, Prompt
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     base = resolve_base(ModelConfig(name=model), Console(quiet=True))
     rewards = RewardSet(SCORERS, False)
     tokenizer = AutoTokenizer.from_pretrained(base.path)
@@ -262,7 +263,7 @@ def evaluate(args: argparse.Namespace, work: Path, heldout: list[dict], budgets:
     plain_log = json.loads((work / "plain" / "log.json").read_text()) if (work / "plain" / "log.json").is_file() else []
     steps = [e for e in plain_log if "frac_reward_zero_std" in e]
     return {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores; each arm pinned to one core, 1 torch thread",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores; {arms_ran(args.threads)}",
         "model": "SmolLM2-135M-Instruct (embedded)" if args.model == "default" else args.model,
         "budgets_minutes": budgets,
         "train_prompts": len(json.loads((work / "split.json").read_text())["train"]),
@@ -285,11 +286,37 @@ def evaluate(args: argparse.Namespace, work: Path, heldout: list[dict], budgets:
     }
 
 
+def arms_ran(threads: int) -> str:
+    if threads == 1:
+        return "the arms side by side, each pinned to one core, 1 torch thread"
+    return f"one arm after the other, {threads} torch threads each"
+
+
+def run_arms(args: argparse.Namespace, work: Path) -> None:
+    """Both arms as subprocesses: with one thread each, side by side, each pinned to its own core; with more,
+    one after the other (each on the whole machine for the budget)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    me = [sys.executable, __file__, "--budgets", args.budgets, "--heldout", str(args.heldout), "--seed", str(args.seed)]
+    me += ["--work", str(work), "--model", args.model, "--threads", str(args.threads)]
+    me += [*[x for s in args.extra for x in ("--set", s)], "--tao-scorers", args.tao_scorers]
+    if args.threads > 1:
+        for arm in ("plain", "tao"):
+            subprocess.run([*me, "--arm", arm], env=env, cwd=ROOT, check=True)
+        return
+    arms = [
+        subprocess.Popen(["taskset", "-c", str(core), *me, "--arm", arm], env=env, cwd=ROOT)
+        for core, arm in enumerate(("plain", "tao"))
+    ]
+    if any(p.wait() for p in arms):
+        raise SystemExit("an arm failed; see its output above")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budgets", default="15,30,60", help="minutes, comma-separated")
     parser.add_argument("--heldout", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per arm; above 1 the arms run in turn")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-learning")
     parser.add_argument("--model", default="default", help="base model (a tiny one checks the script end to end)")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="extra tao override, repeatable")
@@ -299,6 +326,8 @@ def main() -> None:
                         help="add another run's TAO arm (this script's JSON output) to the chart")  # fmt: skip
     parser.add_argument("--arm", choices=("all", "plain", "tao", "eval"), default="all", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads < 1:
+        parser.error("--threads must be at least 1")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     budgets = sorted(float(b) for b in args.budgets.split(","))
     work = args.work
@@ -313,33 +342,15 @@ def main() -> None:
     )
     guides = work / "guides.txt"
     guides.write_text("\n---\n".join(GUIDES) + "\n")
-    sets = [s.format(guides=guides) for s in TAO_SETTINGS] + args.extra
+    sets = [s.format(guides=guides, threads=args.threads) for s in TAO_SETTINGS] + args.extra
     (work / "tao-settings.json").write_text(json.dumps({"sets": sets, "scorers": args.tao_scorers.split(",")}) + "\n")
 
     if args.arm == "plain":
-        return plain_arm(train_file, work / "plain", budgets, args.model, args.seed)
+        return plain_arm(train_file, work / "plain", budgets, args.model, args.seed, args.threads)
     if args.arm == "tao":
         return tao_arm(train_file, work / "tao-run", budgets, args.model, sets, tuple(args.tao_scorers.split(",")))
     if args.arm == "all":
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        me = [
-            sys.executable,
-            __file__,
-            "--budgets",
-            args.budgets,
-            "--heldout",
-            str(args.heldout),
-            "--seed",
-            str(args.seed),
-        ]
-        me += ["--work", str(work), "--model", args.model, *[x for s in args.extra for x in ("--set", s)]]
-        me += ["--tao-scorers", args.tao_scorers]
-        arms = [
-            subprocess.Popen(["taskset", "-c", str(core), *me, "--arm", arm], env=env, cwd=ROOT)
-            for core, arm in enumerate(("plain", "tao"))
-        ]
-        if any(p.wait() for p in arms):
-            raise SystemExit("an arm failed; see its output above")
+        run_arms(args, work)
     result = evaluate(args, work, heldout, budgets)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

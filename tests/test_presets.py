@@ -223,7 +223,7 @@ def test_the_small_model_preset_is_the_setting_the_learning_benchmark_measured(m
     best = ["update.beta=0.04", "reward.gate=true", "rollout.batch_size=64"]
     best += ["reward.scorers=[rule:instructions, rule:finished=0.25, rule:repetition=0.25, rule:min_words:40=0.5]"]
     guides = "configs/instruction-guides.txt"
-    measured = load_config(None, [s.format(guides=guides) for s in bench.TAO_SETTINGS] + best)
+    measured = load_config(None, [s.format(guides=guides, threads=1) for s in bench.TAO_SETTINGS] + best)
     small = load_config(ROOT / "configs" / "small-model-checker.yaml")
     assert (small.rollout, small.reward, small.update) == (measured.rollout, measured.reward, measured.update)
     assert small.data.prompts_per_round == measured.data.prompts_per_round

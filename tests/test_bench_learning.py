@@ -1,0 +1,62 @@
+"""scripts/bench_learning.py runs its two arms on one core each side by side, or in turn on the whole machine."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_learning", ROOT / "scripts" / "bench_learning.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _args(threads: int) -> argparse.Namespace:
+    return argparse.Namespace(
+        budgets="60", heldout=64, seed=5, model="default", threads=threads, extra=["run.seed=5"], tao_scorers="x"
+    )
+
+
+class _Done:
+    def __init__(self, command: list[str], env: dict, cwd: Path, check: bool = False) -> None:
+        self.command, self.env = command, env
+
+    def wait(self) -> int:
+        return 0
+
+
+def test_arms_with_one_thread_run_side_by_side_pinned_to_their_own_core(bench, monkeypatch, tmp_path):
+    started: list[_Done] = []
+    monkeypatch.setattr(subprocess, "Popen", lambda c, env, cwd: started.append(_Done(c, env, cwd)) or started[-1])
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("one thread: the arms must not run in turn"))
+    bench.run_arms(_args(1), tmp_path)
+    assert [p.command[:3] for p in started] == [["taskset", "-c", "0"], ["taskset", "-c", "1"]]
+    assert [p.command[-1] for p in started] == ["plain", "tao"]
+    assert all(p.env["OMP_NUM_THREADS"] == "1" and "--threads" in p.command for p in started)
+
+
+def test_arms_with_more_threads_run_one_after_the_other_unpinned(bench, monkeypatch, tmp_path):
+    ran: list[_Done] = []
+    monkeypatch.setattr(subprocess, "run", lambda c, env, cwd, check: ran.append(_Done(c, env, cwd, check)))
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("more threads: no arm runs beside another"))
+    bench.run_arms(_args(2), tmp_path)
+    assert [p.command[-1] for p in ran] == ["plain", "tao"]
+    assert all("taskset" not in p.command and p.env["OMP_NUM_THREADS"] == "2" for p in ran)
+    assert all(p.command[p.command.index("--threads") + 1] == "2" for p in ran)
+    assert "one arm after the other, 2 torch threads" in bench.arms_ran(2)
+
+
+def test_the_tao_arm_runs_with_the_threads_asked_for(bench):
+    from tao.config import load_config
+
+    sets = [s.format(guides="configs/instruction-guides.txt", threads=2) for s in bench.TAO_SETTINGS]
+    assert load_config(None, sets).run.threads == 2
