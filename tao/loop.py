@@ -11,8 +11,8 @@ import json
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack, closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -89,7 +89,7 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
             held.enter_context(locked(paths.lock))
         prompts.settle()
         ctx = Run(paths, base, policy, console, rewards, open_engine(choice, base, policy, config, console))
-        held.enter_context(_closing(ctx.engine))
+        held.enter_context(closing(ctx.engine))
         if not paths.run.is_file():
             write_json(paths.run, {"base_model": _base_row(base), "created": registry.now()})
         write_text(paths.config, to_yaml(config))
@@ -147,7 +147,7 @@ def explore_file(
     prompts = prompts[:limit] if limit else prompts
     r = config.rollout
     sampling = Sampling(r.num_candidates, r.temperature, r.top_p, r.max_new_tokens, config.run.seed)
-    with _closing(engine):
+    with closing(engine):
         candidates, spent = strategies.explore(engine, prompts, chosen, sampling, adapter, rewards.totals)
     by_id = {p.id: p for p in prompts}
     scores = rewards.score([by_id[c.prompt_id] for c in candidates], candidates)
@@ -350,14 +350,6 @@ def _guard_stops(ctx: Run, config: Config) -> bool:
         "--set eval.guard=warn to go on."
     )
     return True
-
-
-@contextmanager
-def _closing(engine: Generator) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        engine.close()
 
 
 def _fits(tokenizer: Any, config: Config, source: Path, console: Console) -> Callable[[Prompt], bool]:
