@@ -263,7 +263,7 @@ def evaluate(args: argparse.Namespace, work: Path, heldout: list[dict], budgets:
     plain_log = json.loads((work / "plain" / "log.json").read_text()) if (work / "plain" / "log.json").is_file() else []
     steps = [e for e in plain_log if "frac_reward_zero_std" in e]
     return {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores; {arms_ran(args.threads)}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores; {arms_ran(work, args.threads)}",
         "model": "SmolLM2-135M-Instruct (embedded)" if args.model == "default" else args.model,
         "budgets_minutes": budgets,
         "train_prompts": len(json.loads((work / "split.json").read_text())["train"]),
@@ -286,10 +286,19 @@ def evaluate(args: argparse.Namespace, work: Path, heldout: list[dict], budgets:
     }
 
 
-def arms_ran(threads: int) -> str:
+def arms_ran(work: Path, threads: int) -> str:
+    """How the arms ran, as each recorded it when it started (else as this call's ``--threads`` says they did)."""
+    ran = {a: json.loads(f.read_text()) for a in ("plain", "tao") if (f := work / f"machine-{a}.json").is_file()}
+    if ran:
+        return "; ".join(f"{a} arm: {m['threads']} torch thread(s) on {m['cores']} core(s)" for a, m in ran.items())
     if threads == 1:
         return "the arms side by side, each pinned to one core, 1 torch thread"
     return f"one arm after the other, {threads} torch threads each"
+
+
+def record_arm(work: Path, arm: str, threads: int) -> None:
+    """What this arm runs with: its torch threads and the cores it may use (one when pinned)."""
+    (work / f"machine-{arm}.json").write_text(json.dumps({"threads": threads, "cores": len(os.sched_getaffinity(0))}))
 
 
 def run_arms(args: argparse.Namespace, work: Path) -> None:
@@ -345,6 +354,8 @@ def main() -> None:
     sets = [s.format(guides=guides, threads=args.threads) for s in TAO_SETTINGS] + args.extra
     (work / "tao-settings.json").write_text(json.dumps({"sets": sets, "scorers": args.tao_scorers.split(",")}) + "\n")
 
+    if args.arm in ("plain", "tao"):
+        record_arm(work, args.arm, args.threads)
     if args.arm == "plain":
         return plain_arm(train_file, work / "plain", budgets, args.model, args.seed, args.threads)
     if args.arm == "tao":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import subprocess
 from pathlib import Path
 
@@ -52,7 +53,16 @@ def test_arms_with_more_threads_run_one_after_the_other_unpinned(bench, monkeypa
     assert [p.command[-1] for p in ran] == ["plain", "tao"]
     assert all("taskset" not in p.command and p.env["OMP_NUM_THREADS"] == "2" for p in ran)
     assert all(p.command[p.command.index("--threads") + 1] == "2" for p in ran)
-    assert "one arm after the other, 2 torch threads" in bench.arms_ran(2)
+    assert "one arm after the other, 2 torch threads" in bench.arms_ran(tmp_path, 2)
+
+
+def test_the_result_says_how_the_arms_ran_not_how_the_evaluation_was_called(bench, tmp_path):
+    bench.record_arm(tmp_path, "tao", 2)
+    (tmp_path / "machine-plain.json").write_text('{"threads": 1, "cores": 1}')
+    ran = bench.arms_ran(tmp_path, 1)
+    assert "plain arm: 1 torch thread(s) on 1 core(s)" in ran
+    assert f"tao arm: 2 torch thread(s) on {len(os.sched_getaffinity(0))} core(s)" in ran
+    assert "side by side" not in ran
 
 
 def test_the_tao_arm_runs_with_the_threads_asked_for(bench):
