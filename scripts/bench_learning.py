@@ -263,13 +263,15 @@ def evaluate(args: argparse.Namespace, work: Path, heldout: list[dict], budgets:
     plain_log = json.loads((work / "plain" / "log.json").read_text()) if (work / "plain" / "log.json").is_file() else []
     steps = [e for e in plain_log if "frac_reward_zero_std" in e]
     return {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores; {arms_ran(work, args.threads)}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores; {arms_ran(work)}",
         "model": "SmolLM2-135M-Instruct (embedded)" if args.model == "default" else args.model,
         "budgets_minutes": budgets,
         "train_prompts": len(json.loads((work / "split.json").read_text())["train"]),
         "heldout_items": len(heldout),
         "scored_by": "rule:all_instructions (prompt-level strict)",
-        "tao_settings": json.loads((work / "tao-settings.json").read_text()),
+        "tao_settings": json.loads(settings.read_text())
+        if (settings := work / "tao-settings.json").is_file()
+        else None,
         "plain_settings": "trl GRPOConfig defaults; bf16=False, use_cpu=True, max_completion_length=128; LoRA r16/32",
         "plain_steps": len(steps),
         "plain_zero_signal_share": sum(e["frac_reward_zero_std"] for e in steps) / len(steps) if steps else None,
@@ -286,14 +288,12 @@ def evaluate(args: argparse.Namespace, work: Path, heldout: list[dict], budgets:
     }
 
 
-def arms_ran(work: Path, threads: int) -> str:
-    """How the arms ran, as each recorded it when it started (else as this call's ``--threads`` says they did)."""
+def arms_ran(work: Path) -> str:
+    """How the arms ran, as each recorded it when it started."""
     ran = {a: json.loads(f.read_text()) for a in ("plain", "tao") if (f := work / f"machine-{a}.json").is_file()}
-    if ran:
-        return "; ".join(f"{a} arm: {m['threads']} torch thread(s) on {m['cores']} core(s)" for a, m in ran.items())
-    if threads == 1:
-        return "the arms side by side, each pinned to one core, 1 torch thread"
-    return f"one arm after the other, {threads} torch threads each"
+    if not ran:
+        return "how the arms ran was not recorded"
+    return "; ".join(f"{a} arm: {m['threads']} torch thread(s) on {m['cores']} core(s)" for a, m in ran.items())
 
 
 def record_arm(work: Path, arm: str, threads: int) -> None:
@@ -352,13 +352,14 @@ def main() -> None:
     guides = work / "guides.txt"
     guides.write_text("\n---\n".join(GUIDES) + "\n")
     sets = [s.format(guides=guides, threads=args.threads) for s in TAO_SETTINGS] + args.extra
-    (work / "tao-settings.json").write_text(json.dumps({"sets": sets, "scorers": args.tao_scorers.split(",")}) + "\n")
 
     if args.arm in ("plain", "tao"):
         record_arm(work, args.arm, args.threads)
     if args.arm == "plain":
         return plain_arm(train_file, work / "plain", budgets, args.model, args.seed, args.threads)
-    if args.arm == "tao":
+    if args.arm == "tao":  # the settings it runs with; the evaluation reports these, not its own call's
+        settings = {"sets": sets, "scorers": args.tao_scorers.split(",")}
+        (work / "tao-settings.json").write_text(json.dumps(settings) + "\n")
         return tao_arm(train_file, work / "tao-run", budgets, args.model, sets, tuple(args.tao_scorers.split(",")))
     if args.arm == "all":
         run_arms(args, work)

@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,16 +54,26 @@ def test_arms_with_more_threads_run_one_after_the_other_unpinned(bench, monkeypa
     assert [p.command[-1] for p in ran] == ["plain", "tao"]
     assert all("taskset" not in p.command and p.env["OMP_NUM_THREADS"] == "2" for p in ran)
     assert all(p.command[p.command.index("--threads") + 1] == "2" for p in ran)
-    assert "one arm after the other, 2 torch threads" in bench.arms_ran(tmp_path, 2)
 
 
 def test_the_result_says_how_the_arms_ran_not_how_the_evaluation_was_called(bench, tmp_path):
     bench.record_arm(tmp_path, "tao", 2)
     (tmp_path / "machine-plain.json").write_text('{"threads": 1, "cores": 1}')
-    ran = bench.arms_ran(tmp_path, 1)
-    assert "plain arm: 1 torch thread(s) on 1 core(s)" in ran
-    assert f"tao arm: 2 torch thread(s) on {len(os.sched_getaffinity(0))} core(s)" in ran
-    assert "side by side" not in ran
+    cores = len(os.sched_getaffinity(0))
+    expected = f"plain arm: 1 torch thread(s) on 1 core(s); tao arm: 2 torch thread(s) on {cores} core(s)"
+    assert bench.arms_ran(tmp_path) == expected
+
+
+def test_a_pinned_arm_records_the_one_core_it_may_use(bench, tmp_path):
+    script = ROOT / "scripts" / "bench_learning.py"
+    code = "import os, pathlib, runpy, sys; os.sched_setaffinity(0, {0}); "
+    code += "runpy.run_path(sys.argv[1])['record_arm'](pathlib.Path(sys.argv[2]), 'plain', 1)"
+    subprocess.run([sys.executable, "-c", code, str(script), str(tmp_path)], check=True, cwd=ROOT)
+    assert bench.arms_ran(tmp_path) == "plain arm: 1 torch thread(s) on 1 core(s)"
+
+
+def test_nothing_recorded_is_said_so_not_guessed(bench, tmp_path):
+    assert bench.arms_ran(tmp_path) == "how the arms ran was not recorded"
 
 
 def test_the_tao_arm_runs_with_the_threads_asked_for(bench):
