@@ -6,6 +6,7 @@ A scorer spec is ``SPEC[=WEIGHT]``:
     rm:DIR                   a reward model directory (sequence classification, one output)
     judge:RUBRIC[@MODEL]     an LLM judge rating each answer against a rubric file (reward/judge.py)
     judge_group:RUBRIC[@MODEL]  the judge scoring a prompt's candidates together, relative to each other
+    ifeval[:instructions]    IFEval's checker on items carrying IFEval's labels: the yardstick (reward/ifeval.py)
     module:function          a Python function with trl's reward signature (reward/function.py)
     path/to/file.py:function the same, loaded from a file
 
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from reward import ifeval
 from reward.function import FunctionScorer, load_function
 from reward.rules import MajorityScorer, RuleScorer, rule_check
 from rollouts.generator import Candidate
@@ -65,6 +67,8 @@ def build_scorer(spec: str, trust_remote_code: bool = False, base_model: str = "
         from reward.judge import JudgeScorer
 
         return JudgeScorer(spec, kind == "judge_group", base_model, trust_remote_code)
+    if kind == "ifeval":
+        return ifeval.build(spec)
     if spec == "rule:majority_number":
         return MajorityScorer()
     if kind == "rule":
@@ -76,7 +80,10 @@ def build_scorer(spec: str, trust_remote_code: bool = False, base_model: str = "
         return RewardModelScorer(spec, Path(rest), trust_remote_code)
     if rest:
         return FunctionScorer(spec, load_function(spec, spec))
-    raise InputError("expected rule:NAME, rm:DIR, judge:RUBRIC, judge_group:RUBRIC, or module:function", field=spec)
+    raise InputError(
+        "expected rule:NAME, rm:DIR, judge:RUBRIC, judge_group:RUBRIC, ifeval[:instructions] or module:function",
+        field=spec,
+    )
 
 
 class RewardSet:

@@ -38,43 +38,43 @@ def test_rules():
 @pytest.mark.parametrize(
     "kind, ask, good, bad",
     [
-        ("no_comma", "Answer without using any commas.", "yes it is true", "yes, it is"),
-        ("lowercase", "Reply in all lowercase letters.", "all small here", "Not all small"),
-        ("uppercase", "Write it in all capital letters.", "LOUD TEXT", "Quiet text"),
-        ("words", "Use at least 5 words.", "one two three four five", "one two"),
-        ("words", "Answer in fewer than 4 words.", "just three words", "this has far too many words"),
-        ("paragraphs", "Write exactly 2 paragraphs.", "first part\n\nsecond part", "only one block"),
-        ("bullets", "Give exactly 3 bullet points.", "* a\n* b\n* c", "* a\n* b"),
-        ("json", "Wrap your entire output in JSON format.", '{"ok": true}', "ok: true"),
-        ("end_with", 'End your response with the exact phrase "See you."', "Bye now. See you.", "See you. Bye now."),
-        ("start_with", 'Start your answer with the word "Dear"', "Dear Sam, hi", "Hi Sam, dear"),
-        ("quotation", "Wrap your entire response with double quotation marks.", '"quoted"', "not quoted"),
-        ("keywords", 'Include the keywords "apple" and "pear".', "an apple and a pear", "an apple only"),
-        ("forbidden", 'Do not use the words "very" or "really".', "it is great", "it is very great"),
-        ("placeholders", "Include at least 2 placeholders like [name].", "hi [name] from [city]", "hi [name]"),
-        ("highlights", "Highlight at least 2 sections with markdown, i.e. *highlighted section*.", "*one* and *two*",
+        ("punctuation:no_comma", "Answer without using any commas.", "yes it is true", "yes, it is"),
+        ("change_case:english_lowercase", "Reply in all lowercase letters.", "the weather is very nice today and i am happy", "Not all small"),
+        ("change_case:english_capital", "Write it in all capital letters.", "THE WEATHER IS VERY NICE TODAY AND I AM HAPPY", "Quiet text"),
+        ("length_constraints:number_words", "Use at least 5 words.", "one two three four five", "one two"),
+        ("length_constraints:number_words", "Answer in fewer than 4 words.", "just three words", "this has far too many words"),
+        ("tao:paragraphs", "Write exactly 2 paragraphs.", "first part\n\nsecond part", "only one block"),
+        ("detectable_format:number_bullet_lists", "Give exactly 3 bullet points.", "* a\n* b\n* c", "* a\n* b"),
+        ("detectable_format:json_format", "Wrap your entire output in JSON format.", '{"ok": true}', "ok: true"),
+        ("startend:end_checker", 'End your response with the exact phrase "See you."', "Bye now. See you.", "See you. Bye now."),
+        ("tao:start_with", 'Start your answer with the word "Dear"', "Dear Sam, hi", "Hi Sam, dear"),
+        ("startend:quotation", "Wrap your entire response with double quotation marks.", '"quoted"', "not quoted"),
+        ("keywords:existence", 'Include the keywords "apple" and "pear".', "an apple and a pear", "an apple only"),
+        ("keywords:forbidden_words", 'Do not use the words "very" or "really".', "it is great", "it is very great"),
+        ("detectable_content:number_placeholders", "Include at least 2 placeholders like [name].", "hi [name] from [city]", "hi [name]"),
+        ("detectable_format:number_highlighted_sections", "Highlight at least 2 sections with markdown, i.e. *highlighted section*.", "*one* and *two*",
          "*one*"),
-        ("title", "Add a title wrapped in double angular brackets, such as <<poem>>.", "<<Rain>>\nit rains", "Rain"),
-        ("postscript", "At the end, add a postscript starting with P.S.", "Hello.\nP.S. bye", "Hello. bye"),
-        ("frequency", "In your answer, the letter q should appear at least 3 times.", "qqq", "q"),
-        ("sentences", "Answer in one sentence.", "It is blue.", "It is blue. It is nice."),
-        ("words", "Write 5 or more words.", "a b c d e", "a b"),
-        ("quotation", "Put double quotes around your entire response.", '"hi there"', "hi there"),
-        ("forbidden", "Do not include the following keywords: field, issue.", "all good", "an issue here"),
-        ("keywords", 'Mention "Oslo" in the post.', "I love Oslo", "I love Bergen"),
-        ("capital_words", "Use words in all capital letters at least 2 times.", "a BIG RED dog", "a BIG dog"),
-        ("frequency", "Make sure to use the word war at least twice.", "war and war", "war and peace"),
-        ("end_with", 'The very last sentence of your response should be "Any questions?".', "Done. Any questions?",
+        ("detectable_format:title", "Add a title wrapped in double angular brackets, such as <<poem>>.", "<<Rain>>\nit rains", "Rain"),
+        ("detectable_content:postscript", "At the end, add a postscript starting with P.S.", "Hello.\nP.S. bye", "Hello. bye"),
+        ("keywords:letter_frequency", "In your answer, the letter q should appear at least 3 times.", "qqq", "q"),
+        ("length_constraints:number_sentences", "Answer in one sentence.", "It is blue.", "It is blue. It is nice."),
+        ("length_constraints:number_words", "Write 5 or more words.", "a b c d e", "a b"),
+        ("startend:quotation", "Put double quotes around your entire response.", '"hi there"', "hi there"),
+        ("keywords:forbidden_words", "Do not include the following keywords: field, issue.", "all good", "an issue here"),
+        ("keywords:existence", 'Mention "Oslo" in the post.', "I love Oslo", "I love Bergen"),
+        ("change_case:capital_word_frequency", "Use words in all capital letters at least 2 times.", "a BIG RED dog", "a BIG dog"),
+        ("keywords:frequency", "Make sure to use the word war at least twice.", "war and war", "war and peace"),
+        ("startend:end_checker", 'The very last sentence of your response should be "Any questions?".', "Done. Any questions?",
          "Any questions? Done."),
-        ("options", 'Answer with one of the following options: ("My answer is yes.", "My answer is no.")',
+        ("detectable_format:constrained_response", 'Answer with one of the following options: ("My answer is yes.", "My answer is no.")',
          "My answer is no.", "No."),
-        ("two_responses", "Give two jokes separated by ******.", "joke one ****** joke two", "joke one. joke two"),
+        ("combination:two_responses", "Give two jokes separated by ******.", "joke one ****** joke two", "joke one. joke two"),
     ],
 )
 # fmt: on
 def test_instructions_detected_and_checked(kind, ask, good, bad):
     p = prompt(f"Tell me about it. {ask}")
-    assert kind in [i.kind for i in instructions.detect(p)]
+    assert kind in [i.id for i in instructions.detect(p)]
     assert instructions.follow_rate(p, good) == 1.0
     assert instructions.follow_rate(p, bad) < 1.0
 
@@ -88,14 +88,14 @@ def test_instructions_in_the_system_turn_count_and_plain_prompts_get_no_opinion(
 @pytest.mark.parametrize(
     "ask, not_kind",
     [
-        ("Write it in all capital letters, no lowercase letters allowed.", "lowercase"),
-        ("Use words in all capital letters at most 3 times.", "uppercase"),
-        ("Do not say any words before repeating the request.", "forbidden"),
-        ("The letters should appear at least 3 times.", "frequency"),
+        ("Write it in all capital letters, no lowercase letters allowed.", "change_case:english_lowercase"),
+        ("Use words in all capital letters at most 3 times.", "change_case:english_capital"),
+        ("Do not say any words before repeating the request.", "keywords:forbidden_words"),
+        ("The letters should appear at least 3 times.", "keywords:letter_frequency"),
     ],
 )
 def test_instructions_that_look_alike_are_not_confused(ask, not_kind):
-    assert not_kind not in [i.kind for i in instructions.detect(prompt(ask))]
+    assert not_kind not in [i.id for i in instructions.detect(prompt(ask))]
 
 
 @pytest.mark.parametrize(
@@ -113,7 +113,7 @@ def test_words_that_are_the_topic_are_not_instructions(topic):
 
 def test_follow_rate_is_the_share_followed():
     p = prompt("Answer in all lowercase letters and do not use any commas.")
-    assert instructions.follow_rate(p, "ok, fine") == 0.5
+    assert instructions.follow_rate(p, "the weather is nice, and i am happy") == 0.5
 
 
 def test_weights_combine_as_a_sum_of_the_scorers_with_an_opinion():
