@@ -130,6 +130,9 @@ class RewardConfig:
 class UpdateConfig:
     """The GRPO update (trl's GRPOTrainer) on the explored candidates."""
 
+    # grpo: GRPO on each group's spread of scores. rft: the supervised baseline, fine-tuning on each group's best
+    # answer (rejection sampling; tao/rft.py) with the sft section's rate, passes and batch
+    method: Literal["grpo", "rft"] = "grpo"
     learning_rate: float = 2e-5
     beta: float = 0.02  # KL weight towards the base model
     epochs: int = 1  # optimizer passes over each batch of candidates (trl's num_iterations: later passes are clipped)

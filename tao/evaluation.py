@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from reward.scorer import RewardSet
-from rollouts.generator import Generator, Sampling
+from rollouts.generator import Candidate, Generator, Sampling
 from tao.prompts import Prompt
 
 
@@ -34,6 +34,14 @@ def evaluate(
         }
         for a, s in zip(answers, scores, strict=True)
     ]
+
+
+def rescore(rows: Sequence[dict], prompts: Sequence[Prompt], rewards: RewardSet) -> list[dict]:
+    """``rows`` (as :func:`evaluate` writes them) with each answer's score by ``rewards`` instead."""
+    by_id = {p.id: p for p in prompts}
+    answers = [Candidate(r["prompt_id"], 0, r["text"], (), r["finished"], "greedy") for r in rows]
+    totals = rewards.totals([by_id[r["prompt_id"]] for r in rows], answers)
+    return [{**r, "score": t, "reward": rewards.identity} for r, t in zip(rows, totals, strict=True)]
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from tao.paths import RoundPaths, RunPaths
 from tao.plan import Plan, finished_on_file, ingest, open_pool, pending_round, plan_round
 from tao.pool import FileVersion, Pool
 from tao.prompts import Prompt, load_prompts
+from tao.rft import rft_update
 from tao.storage import locked, publish_dir, read_json, read_jsonl, write_json, write_jsonl, write_text
 from tao.training import grpo_update, read_groups
 
@@ -262,8 +263,9 @@ def train_round(
 ) -> dict:  # fmt: skip
     """The round's GRPO update from ``parent``; its adapter is saved to the round's temporary adapter path."""
     groups = read_groups(rp.candidates, prompts, policy.tokenizer)
+    method = rft_update if config.update.method == "rft" else grpo_update
     with policy.attached(parent, trainable=True, seed=seed) as model:
-        stats = grpo_update(model, policy.tokenizer, groups, config, rp.trainer, console, rp.adapter_tmp, parent)
+        stats = method(model, policy.tokenizer, groups, config, rp.trainer, console, rp.adapter_tmp, parent)
     if processes.sharded():  # FSDP / ZeRO-3 wrapped or partitioned the base in place: load it afresh next time
         policy.unload()
     return stats
@@ -299,7 +301,7 @@ def evaluate(
     if {r["prompt_id"] for r in previous} != {p.id for p in prompts} or not same_reward:
         previous = base_rows
     check = ctx.scorers(config.eval.check, config) if config.eval.check else None
-    return {
+    stats = {
         "engine": ctx.engine.name,
         "prompts": len(rows),
         "base_mean": evaluation.mean_score(base_rows),
@@ -307,6 +309,16 @@ def evaluate(
         "difference": asdict(diff) if diff else None,
         "guard": guard.inspect(prompts, base_rows, previous, rows, check, config.eval.max_length_ratio),
     }
+    if check:  # the same answers by the check, against the base's: the figure to believe when the reward is suspect
+        base_checked, checked = (evaluation.rescore(r, prompts, check) for r in (base_rows, rows))
+        check_diff = evaluation.paired_difference(base_checked, checked, seed=config.run.seed)
+        stats["check"] = {
+            "scorers": check.specs,
+            "base_mean": evaluation.mean_score(base_checked),
+            "mean": evaluation.mean_score(checked),
+            "difference": asdict(check_diff) if check_diff else None,
+        }
+    return stats
 
 
 def _stage(rp: RoundPaths, name: str, work: Callable[[], dict]) -> dict:

@@ -93,6 +93,12 @@ def summary_line(index: int, stats: dict) -> str:
         if ev.get("prompts")
         else "no held-out prompts"
     )
+    if ev.get("check"):
+        check = ev["check"]
+        held_out += (
+            f"; check {', '.join(check['scorers'])} {_fmt(check['mean'])} vs base {_fmt(check['base_mean'])}, "
+            f"difference {_difference(check)}"
+        )
     return (
         f"round {index}: {score['groups']} prompts x {stats['explore']['sampling']['n']} candidates, "
         f"mean reward {_fmt(score['mean'])} (best of group {_fmt(score['best_of_group_mean'])}), "

@@ -182,7 +182,7 @@ def grpo_update(
     lora_in_fp32_on_cpu(trainer.model)
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(_step_bar(console))
+    trainer.add_callback(step_bar(console))
     carry = carry_optimizer(model, parent / OPTIMIZER_FILE if parent else None)
     trainer.add_callback(carry)
     if "ref" in getattr(trainer.model, "peft_config", {}):
@@ -303,7 +303,7 @@ def _mean(logs: list[dict], key: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _step_bar(console: Console) -> Any:
+def step_bar(console: Console) -> Any:
     """A trainer callback: one progress bar over the optimizer steps, instead of trl's per-step log lines."""
     from transformers import TrainerCallback
 

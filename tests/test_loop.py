@@ -14,7 +14,7 @@ import tao.loop
 from tao.cli import main
 from tao.paths import RunPaths
 from tao.storage import locked, read_jsonl
-from tests.conftest import TINY, cli, write_jsonl
+from tests.conftest import TINY, build_tiny_model, cli, write_jsonl
 
 
 def tao_run(prompts, model, run_dir, *extra, catch=False):
@@ -336,3 +336,39 @@ def test_minutes_shrinks_the_last_round_to_what_fits_and_stops_when_nothing_does
     assert result.exit_code == 0, result.output
     assert "stopped: no round fits in what is left of run.minutes (1)" in result.output
     assert not RunPaths(stopped).round(2).dir.exists()
+
+
+def test_an_rft_round_reports_the_yardstick_against_the_base(tmp_path):
+    """update.method=rft fine-tunes on the best answers; eval.check=[ifeval] scores the held-out answers by the
+    items' IFEval labels (which the reward never reads) and states the difference from the base."""
+    rows = [  # even items ask for no placeholder (any answer passes), odd ones for a thousand (none does)
+        {
+            "id": f"p{i}",
+            "prompt": f"say something {i}",
+            "instruction_id_list": ["detectable_content:number_placeholders"],
+            "kwargs": [{"num_placeholders": 0 if i % 2 == 0 else 1000}],
+        }
+        for i in range(24)
+    ]
+    prompts = write_jsonl(tmp_path / "labelled.jsonl", rows)
+    lively = build_tiny_model(tmp_path / "model", initializer_range=0.2)  # answers that are not blank
+    result = tao_run(
+        prompts,
+        lively,
+        tmp_path / "run",
+        "--set",
+        "update.method=rft",
+        "--set",
+        "eval.check=[ifeval]",
+        "--set",
+        "eval.max_prompts=6",
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(RunPaths(tmp_path / "run").round(1).metrics.read_text())
+    assert metrics["update"]["method"] == "rft" and metrics["update"]["steps"] >= 1
+    check = metrics["evaluate"]["check"]
+    answers = read_jsonl(RunPaths(tmp_path / "run").round(1).eval)
+    passing = [bool(a["text"].strip()) and int(a["prompt_id"][1:]) % 2 == 0 for a in answers]
+    assert check["scorers"] == ["ifeval=1"] and check["mean"] == sum(passing) / len(answers)
+    assert 0 < sum(passing) < len(answers)
+    assert check["difference"]["n"] == len(answers) and "check ifeval=1" in result.output

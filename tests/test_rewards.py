@@ -34,44 +34,104 @@ def test_rules():
     assert score(r"rule:regex:^\d+$", "42") == 1.0 and score(r"rule:regex:^\d+$", "forty") == 0.0
 
 
-# fmt: off
 @pytest.mark.parametrize(
     "kind, ask, good, bad",
     [
         ("punctuation:no_comma", "Answer without using any commas.", "yes it is true", "yes, it is"),
-        ("change_case:english_lowercase", "Reply in all lowercase letters.", "the weather is very nice today and i am happy", "Not all small"),
-        ("change_case:english_capital", "Write it in all capital letters.", "THE WEATHER IS VERY NICE TODAY AND I AM HAPPY", "Quiet text"),
+        (
+            "change_case:english_lowercase",
+            "Reply in all lowercase letters.",
+            "the weather is very nice today and i am happy",
+            "Not all small",
+        ),
+        (
+            "change_case:english_capital",
+            "Write it in all capital letters.",
+            "THE WEATHER IS VERY NICE TODAY AND I AM HAPPY",
+            "Quiet text",
+        ),
         ("length_constraints:number_words", "Use at least 5 words.", "one two three four five", "one two"),
-        ("length_constraints:number_words", "Answer in fewer than 4 words.", "just three words", "this has far too many words"),
+        (
+            "length_constraints:number_words",
+            "Answer in fewer than 4 words.",
+            "just three words",
+            "this has far too many words",
+        ),
         ("tao:paragraphs", "Write exactly 2 paragraphs.", "first part\n\nsecond part", "only one block"),
         ("detectable_format:number_bullet_lists", "Give exactly 3 bullet points.", "* a\n* b\n* c", "* a\n* b"),
         ("detectable_format:json_format", "Wrap your entire output in JSON format.", '{"ok": true}', "ok: true"),
-        ("startend:end_checker", 'End your response with the exact phrase "See you."', "Bye now. See you.", "See you. Bye now."),
+        (
+            "startend:end_checker",
+            'End your response with the exact phrase "See you."',
+            "Bye now. See you.",
+            "See you. Bye now.",
+        ),
         ("tao:start_with", 'Start your answer with the word "Dear"', "Dear Sam, hi", "Hi Sam, dear"),
         ("startend:quotation", "Wrap your entire response with double quotation marks.", '"quoted"', "not quoted"),
         ("keywords:existence", 'Include the keywords "apple" and "pear".', "an apple and a pear", "an apple only"),
         ("keywords:forbidden_words", 'Do not use the words "very" or "really".', "it is great", "it is very great"),
-        ("detectable_content:number_placeholders", "Include at least 2 placeholders like [name].", "hi [name] from [city]", "hi [name]"),
-        ("detectable_format:number_highlighted_sections", "Highlight at least 2 sections with markdown, i.e. *highlighted section*.", "*one* and *two*",
-         "*one*"),
-        ("detectable_format:title", "Add a title wrapped in double angular brackets, such as <<poem>>.", "<<Rain>>\nit rains", "Rain"),
-        ("detectable_content:postscript", "At the end, add a postscript starting with P.S.", "Hello.\nP.S. bye", "Hello. bye"),
+        (
+            "detectable_content:number_placeholders",
+            "Include at least 2 placeholders like [name].",
+            "hi [name] from [city]",
+            "hi [name]",
+        ),
+        (
+            "detectable_format:number_highlighted_sections",
+            "Highlight at least 2 sections with markdown, i.e. *highlighted section*.",
+            "*one* and *two*",
+            "*one*",
+        ),
+        (
+            "detectable_format:title",
+            "Add a title wrapped in double angular brackets, such as <<poem>>.",
+            "<<Rain>>\nit rains",
+            "Rain",
+        ),
+        (
+            "detectable_content:postscript",
+            "At the end, add a postscript starting with P.S.",
+            "Hello.\nP.S. bye",
+            "Hello. bye",
+        ),
         ("keywords:letter_frequency", "In your answer, the letter q should appear at least 3 times.", "qqq", "q"),
         ("length_constraints:number_sentences", "Answer in one sentence.", "It is blue.", "It is blue. It is nice."),
         ("length_constraints:number_words", "Write 5 or more words.", "a b c d e", "a b"),
         ("startend:quotation", "Put double quotes around your entire response.", '"hi there"', "hi there"),
-        ("keywords:forbidden_words", "Do not include the following keywords: field, issue.", "all good", "an issue here"),
+        (
+            "keywords:forbidden_words",
+            "Do not include the following keywords: field, issue.",
+            "all good",
+            "an issue here",
+        ),
         ("keywords:existence", 'Mention "Oslo" in the post.', "I love Oslo", "I love Bergen"),
-        ("change_case:capital_word_frequency", "Use words in all capital letters at least 2 times.", "a BIG RED dog", "a BIG dog"),
+        (
+            "change_case:capital_word_frequency",
+            "Use words in all capital letters at least 2 times.",
+            "a BIG RED dog",
+            "a BIG dog",
+        ),
         ("keywords:frequency", "Make sure to use the word war at least twice.", "war and war", "war and peace"),
-        ("startend:end_checker", 'The very last sentence of your response should be "Any questions?".', "Done. Any questions?",
-         "Any questions? Done."),
-        ("detectable_format:constrained_response", 'Answer with one of the following options: ("My answer is yes.", "My answer is no.")',
-         "My answer is no.", "No."),
-        ("combination:two_responses", "Give two jokes separated by ******.", "joke one ****** joke two", "joke one. joke two"),
+        (
+            "startend:end_checker",
+            'The very last sentence of your response should be "Any questions?".',
+            "Done. Any questions?",
+            "Any questions? Done.",
+        ),
+        (
+            "detectable_format:constrained_response",
+            'Answer with one of the following options: ("My answer is yes.", "My answer is no.")',
+            "My answer is no.",
+            "No.",
+        ),
+        (
+            "combination:two_responses",
+            "Give two jokes separated by ******.",
+            "joke one ****** joke two",
+            "joke one. joke two",
+        ),
     ],
 )
-# fmt: on
 def test_instructions_detected_and_checked(kind, ask, good, bad):
     p = prompt(f"Tell me about it. {ask}")
     assert kind in [i.id for i in instructions.detect(p)]

@@ -289,3 +289,46 @@ def test_a_resumed_update_keeps_its_checkpoint_optimizer_state_over_the_parents(
     assert len(restored.state) == 1 and restored.state[params[0]]["step"].item() == 7.0
     assert torch.equal(restored.state[params[0]]["exp_avg"], checkpoint["exp_avg"])
     assert len(empty.state) == len(params) and {s["step"].item() for s in empty.state.values()} == {1.0}
+
+
+def test_rft_fine_tunes_on_each_groups_best_answer_only(policy, tmp_path, monkeypatch):
+    from tao.rft import best_answers, rft_update
+
+    groups = make_groups(policy, [[0.2, 0.9, 0.5, 0.9], [0.5] * 4, [None, 0.0, 1.0, None]])
+    chosen = best_answers(groups, 0.1)
+    assert [(g.prompt.id, i) for g, i in chosen] == [("q0", 1), ("q2", 2)]  # no signal in q1; first best on a tie
+    config = replace(CONFIG, update={"method": "rft"}, sft={"batch_size": 2, "learning_rate": 1e-3})
+    with policy.attached(None, trainable=True, seed=0) as model:
+        base_before, lora_before = snapshot(model, lora=False), snapshot(model, lora=True)
+        model.generate = None  # any generation would fail
+        stats = rft_update(model, policy.tokenizer, groups, config, tmp_path / "s", Console(True), tmp_path / "a")
+        del model.generate
+        lora_after, base_after = snapshot(model, lora=True), snapshot(model, lora=False)
+    assert (stats["groups_trained"], stats["groups_skipped"], stats["steps"]) == (2, 1, 1)
+    assert stats["mean_reward_trained"] == pytest.approx(0.95)
+    assert any(not torch.equal(lora_before[n], lora_after[n]) for n in lora_before)
+    assert all(torch.equal(base_before[n], base_after[n]) for n in base_before)
+    assert (tmp_path / "a" / "adapter_model.safetensors").is_file() and (tmp_path / "a" / OPTIMIZER_FILE).is_file()
+
+
+def test_rft_loss_is_on_the_answer_tokens_as_generated(policy, tmp_path, monkeypatch):
+    import trl
+
+    from tao.rft import IGNORE, rft_update
+
+    groups = make_groups(policy, [[0.0, 1.0, 0.0, 0.0]])
+    seen = {}
+
+    class Recording(trl.SFTTrainer):
+        def __init__(self, *args, train_dataset, **kwargs):
+            seen["rows"] = list(train_dataset)
+            super().__init__(*args, train_dataset=train_dataset, **kwargs)
+
+    monkeypatch.setattr(trl, "SFTTrainer", Recording)
+    config = replace(CONFIG, update={"method": "rft"})
+    with policy.attached(None, trainable=True, seed=0) as model:
+        rft_update(model, policy.tokenizer, groups, config, tmp_path / "s", Console(True))
+    (row,) = seen["rows"]
+    g = groups[0]
+    assert row["input_ids"] == list(g.prompt_ids) + list(g.completions[1])
+    assert row["labels"] == [IGNORE] * len(g.prompt_ids) + list(g.completions[1])
