@@ -171,14 +171,20 @@ def _eval_options(command: Callable[..., Any]) -> Callable[..., Any]:
     command = config_options(command)
     for option in reversed(
         [
-            click.option("--prompts", "prompts_path", required=True, type=click.Path(path_type=Path), help="Items."),
+            click.option(
+                "--prompts",
+                "prompts_path",
+                required=True,
+                type=click.Path(path_type=Path),
+                help="Items: a prompts file, or a run directory (its held-out prompts).",
+            ),
             click.option(
                 "--by",
                 "scorers",
                 multiple=True,
                 required=True,
                 metavar="SPEC[=WEIGHT]",
-                help="Scorer, repeatable (rule:all_instructions, rule:exact, rm:DIR, module:function).",
+                help="Scorer, repeatable (rule:all_instructions, ifeval, rule:exact, rm:DIR, module:function).",
             ),
             click.option("--base", default=None, help="Base model [default: the config's, the embedded SmolLM2]."),
             click.option(

@@ -1,7 +1,8 @@
 """``tao eval`` and ``tao compare``: greedy answers of models on the same items, scored, with intervals.
 
 A model is named by ``base`` (the configured base model), a run directory (its latest finished round), a round
-directory, an SFT output directory, or an adapter directory. Every model answers every item with the same greedy
+directory, an SFT output directory, or an adapter directory. The items are a prompts file, or a run directory:
+its held-out prompts. Every model answers every item with the same greedy
 decoding and is scored by the same scorers; the first model listed is the reference for paired differences.
 Items may carry ``reference`` (for ``rule:exact`` / ``rule:final_number``) and ``category`` (a string or a list
 of strings) fields.
@@ -22,6 +23,7 @@ from tao.console import Console
 from tao.errors import InputError
 from tao.model import Policy, device, resolve_base
 from tao.paths import RunPaths
+from tao.pool import Pool
 from tao.prompts import Prompt, load_prompts
 from tao.registry import finished_rounds
 from tao.storage import write_json, write_jsonl, write_text
@@ -57,7 +59,8 @@ def evaluate_models(
     specs: list[ModelSpec], prompts_path: Path, scorers: tuple[str, ...], config: Config, console: Console
 ) -> tuple[list[Prompt], dict[str, list[dict]]]:
     """Every model's scored greedy answer to every item; rows carry the item's categories."""
-    prompt_file = load_prompts(prompts_path)
+    items = held_out_items(prompts_path) if (prompts_path / "run.json").is_file() else None
+    items = items if items is not None else list(load_prompts(prompts_path).prompts)
     rewards = RewardSet(scorers, config.model.trust_remote_code, config.model.name)
     base = resolve_base(config.model, console)
     for spec in specs:
@@ -65,7 +68,7 @@ def evaluate_models(
             raise InputError(f"{spec.label} was trained on another base model than --model", field="models")
     policy = Policy(base, config.model, config.lora)
     engine = open_engine(choose_engine(config, device().type == "cuda"), base, policy, config, console)
-    prompts = list(prompt_file.prompts)
+    prompts = items
     results = {}
     try:
         for spec in specs:
@@ -75,6 +78,19 @@ def evaluate_models(
     finally:
         engine.close()
     return prompts, results
+
+
+def held_out_items(run_dir: Path) -> list[Prompt]:
+    """A run's held-out prompts (every one in its current prompts file), as the run stored them: the items on
+    which the run's models can be compared without any of them having trained on one."""
+    pool = Pool(RunPaths(run_dir).pool)
+    try:
+        prompts = pool.eval_prompts(-1, lambda prompt: True)
+    finally:
+        pool.close()
+    if not prompts:
+        raise InputError("this run holds no prompt out (data.holdout was 0)", file=run_dir)
+    return prompts
 
 
 def categories(prompt: Prompt) -> list[str]:

@@ -218,7 +218,8 @@ class Pool:
         return _take(rows, count, fits)
 
     def eval_prompts(self, limit: int, fits: Callable[[Prompt], bool]) -> list[Prompt]:
-        """The evaluation set: the first ``limit`` held-out prompts (in assignment order) in the current file."""
+        """The evaluation set: the first ``limit`` held-out prompts (in assignment order) in the current file;
+        ``limit`` -1 takes them all."""
         if limit == 0:
             return []
         rows = self.db.execute(

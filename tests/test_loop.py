@@ -372,3 +372,28 @@ def test_an_rft_round_reports_the_yardstick_against_the_base(tmp_path):
     assert check["scorers"] == ["ifeval=1"] and check["mean"] == sum(passing) / len(answers)
     assert 0 < sum(passing) < len(answers)
     assert check["difference"]["n"] == len(answers) and "check ifeval=1" in result.output
+    # The run directory as the items: its held-out prompts, with their labels, none of which it trained on.
+    out = tmp_path / "compare"
+    done = cli(
+        "compare",
+        "base",
+        tmp_path / "run",
+        "--prompts",
+        tmp_path / "run",
+        "--by",
+        "ifeval",
+        "--base",
+        lively,
+        "--out",
+        out,
+        "--set",
+        "rollout.max_new_tokens=8",
+        "--quiet",
+    )
+    assert done.exit_code == 0, done.output
+    items = read_jsonl(out / "items-1.jsonl")
+    trained = {p["id"] for p in json.loads(RunPaths(tmp_path / "run").round(1).plan.read_text())["prompts"]}
+    assert len(items) == 6 and not trained & {r["prompt_id"] for r in items}
+    assert [r["score"] for r in items if r["prompt_id"] in {a["prompt_id"] for a in answers}] == [
+        float(p) for p in passing
+    ]
