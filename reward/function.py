@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rollouts.generator import Candidate
-from tao.errors import InputError
-from tao.prompts import Prompt
+from tao.core.errors import InputError
+from tao.core.types import Candidate, Prompt
 
 
 def load_function(target: str, spec: str) -> Callable[..., Any]:

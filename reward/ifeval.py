@@ -30,9 +30,8 @@ import nltk
 from if_verifiable.common import evaluate_instructions
 from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT
 
-from rollouts.generator import Candidate
-from tao.errors import InputError
-from tao.prompts import Prompt
+from tao.core.errors import InputError
+from tao.core.types import Candidate, Prompt
 
 langdetect.DetectorFactory.seed = 0  # langdetect samples; a fixed seed makes a verdict the same on every call
 

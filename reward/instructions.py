@@ -22,7 +22,7 @@ from typing import Any
 
 from reward import ifeval
 from reward.instruction_patterns import RULES, in_question
-from tao.prompts import Prompt
+from tao.core.types import Prompt
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rollouts.generator import Candidate, Sampling
-from tao.errors import InputError
-from tao.prompts import Message, Prompt
+from tao.core.errors import InputError
+from tao.core.types import Candidate, Message, Prompt, Sampling
 
 POINTWISE = (
     "You are grading an answer.\nRubric:\n{rubric}\n\nRequest:\n{request}\n\nAnswer:\n{answer}\n\n"
@@ -119,27 +118,27 @@ class JudgeScorer:
 
     def _engine_now(self) -> Any:
         if self._engine is None:
-            from rollouts.transformers_engine import TransformersGenerator
-            from tao.config import LoraConfig
-            from tao.console import Console
-            from tao.model import Policy
+            from rollouts.transformers_engine import TransformersEngine
+            from tao.core.config import LoraConfig
+            from tao.core.console import Console
+            from tao.core.model import Policy
 
             base, config = self._base()
-            self._engine = TransformersGenerator(Policy(base, config, LoraConfig()), 16, Console(quiet=True))
+            self._engine = TransformersEngine(Policy(base, config, LoraConfig()), 16, Console(quiet=True))
         return self._engine
 
     def _base(self) -> tuple[Any, Any]:
         if self._resolved is None:
-            from tao.config import ModelConfig
-            from tao.console import Console
-            from tao.model import resolve_base
+            from tao.core.config import ModelConfig
+            from tao.core.console import Console
+            from tao.core.model import resolve_base
 
             config = ModelConfig(name=self.model_name, trust_remote_code=self.trust_remote_code)
             self._resolved = (resolve_base(config, Console(quiet=True)), config)
         return self._resolved
 
     def _cache_path(self) -> Path:
-        from tao.embedded import cache_dir
+        from tao.core.embedded import cache_dir
 
         path = cache_dir() / "judge" / f"{self._base()[0].sha256[:16]}.jsonl"  # one cache per judge model
         path.parent.mkdir(parents=True, exist_ok=True)

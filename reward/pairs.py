@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from reward.scorer import RewardSet
-from rollouts.generator import Candidate
-from tao.errors import InputError
-from tao.prompts import Prompt, jsonl_objects, parse_line
+from tao.core.errors import InputError
+from tao.core.prompts import jsonl_objects, parse_line
+from tao.core.types import Candidate, Prompt
 
 
 @dataclass(frozen=True)

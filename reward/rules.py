@@ -21,9 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from reward import instructions
-from rollouts.generator import Candidate
-from tao.errors import InputError
-from tao.prompts import Prompt
+from tao.core.errors import InputError
+from tao.core.types import Candidate, Prompt
 
 Check = Callable[[Prompt, Candidate], "float | None"]
 

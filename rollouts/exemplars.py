@@ -6,7 +6,8 @@ earlier turn of the conversation, it imitates its form. The ``exemplars`` strate
 puts the ``k`` most similar earlier prompts, each with its best-scored answer, as earlier chat turns before the
 prompt; its candidates are trained as answers to the plain prompt, like every strategy's.
 
-The exemplars come from the rounds already finished, so the first round has none (the strategy then samples
+The exemplars come from the rounds already finished (the loop reads them from the run: tao/run/plan.py
+``scored_rounds``), so the first round has none (the strategy then samples
 plainly), and a resumed round finds the same ones. Similarity is tf-idf cosine over the prompts' words: nothing
 to download, and prompts that share a request's wording (a template, an instruction) rank first.
 """
@@ -21,9 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tao.paths import RunPaths
-from tao.prompts import Prompt
-from tao.storage import read_jsonl
+from tao.core.types import Prompt
 
 TOP_SHARE = 0.1  # an exemplar scored in the top tenth of the earlier rounds' candidates
 SHOWN = "after exemplars "  # a candidate's context when it was shown exemplars, followed by their prompt ids
@@ -59,14 +58,6 @@ def gather(rounds: Iterable[tuple[Sequence[Prompt], Sequence[dict]]]) -> list[Ex
         return []
     cut = float(np.quantile(scores, 1 - TOP_SHARE, method="lower"))
     return [e for e in best.values() if e.score >= cut and e.answer.strip()]
-
-
-def from_run(paths: RunPaths, before: int) -> list[Exemplar]:
-    """The exemplars of a run's scored rounds before round ``before``: what that round's exploration shows."""
-    from tao.plan import Plan  # here, not at the top: tao.plan -> tao.config -> rollouts.strategies -> this module
-
-    earlier = [r for r in paths.rounds() if r.index < before and r.candidates.is_file()]
-    return gather((Plan.read(r).prompts, read_jsonl(r.candidates)) for r in earlier)
 
 
 def _words(prompt: Prompt) -> Counter[str]:

@@ -27,15 +27,15 @@ import hashlib
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
+from rollouts.engine import Engine
 from rollouts.exemplars import SHOWN, Exemplar, nearest
-from rollouts.generator import Candidate, Generator, Sampling
-from tao.errors import InputError
-from tao.prompts import Message, Prompt
+from tao.core.errors import InputError
+from tao.core.specs import Strategy, parse_strategy
+from tao.core.types import Candidate, Message, Prompt, Sampling
 
-KINDS = ("sample", "ladder", "think", "guide", "refine", "best_of", "exemplars", "greedy")
 THINK = (
     "Before you answer, think step by step: list every requirement the request states (format, length, words to use "
     "or avoid, case, punctuation). Then write a line 'Final answer:' followed by your answer alone, meeting them all."
@@ -48,41 +48,6 @@ REFINE = (
 EXEMPLAR_ROOM = 512  # tokens of exemplar turns at most before a prompt (rollouts/vllm_engine.py leaves the room)
 MARKUP = 8  # tokens of chat markup counted per shown turn
 Scorer = Callable[[Sequence[Prompt], Sequence[Candidate]], list[float | None]]
-
-
-@dataclass(frozen=True)
-class Strategy:
-    kind: str  # one of KINDS
-    arg: str  # the part after "kind:", "" when none
-    share: float  # relative share of the group (normalised over the list)
-    guides: tuple[str, ...] = ()  # guide: the system-prompt variants read from the file
-
-    @property
-    def name(self) -> str:
-        return f"{self.kind}:{self.arg}" if self.arg else self.kind
-
-
-def parse_strategy(spec: str) -> Strategy:
-    """``SPEC[=SHARE]`` -> Strategy; a ValueError says what is wrong (files are read by :func:`load_strategies`)."""
-    body, _, share_text = spec.rpartition("=") if re.search(r"=[0-9.]+$", spec) else (spec, "", "")
-    share = float(share_text) if share_text else 1.0
-    if not math.isfinite(share) or share <= 0:
-        raise ValueError(f"{spec!r}: the share must be > 0")
-    kind, _, arg = body.partition(":")
-    if kind not in KINDS:
-        raise ValueError(f"{spec!r}: unknown strategy {kind!r} (one of {', '.join(KINDS)})")
-    if kind == "ladder" and arg and not re.fullmatch(r"[0-9.]+-[0-9.]+", arg):
-        raise ValueError(f"{spec!r}: a ladder is LOW-HIGH, e.g. ladder:0.4-1.2")
-    least = {"refine": 1, "exemplars": 1, "best_of": 2}.get(kind)
-    if least and arg and not (arg.isdigit() and int(arg) >= least):
-        raise ValueError(f"{spec!r}: {kind} takes a whole number (>= {least})")
-    if kind == "guide" and not arg:
-        raise ValueError(f"{spec!r}: guide needs a file, guide:FILE")
-    if kind in ("sample", "think", "greedy") and arg:
-        raise ValueError(f"{spec!r}: {kind} takes no argument")
-    if kind == "greedy" and share_text:
-        raise ValueError(f"{spec!r}: greedy is always one candidate; it takes no share")
-    return Strategy(kind, arg, share)
 
 
 def load_strategies(specs: Sequence[str], num_candidates: int) -> list[Strategy]:
@@ -139,7 +104,7 @@ def with_system(prompt: Prompt, text: str, suffix: str) -> Prompt:
 
 
 def explore(
-    engine: Generator,
+    engine: Engine,
     prompts: Sequence[Prompt],
     strategies: Sequence[Strategy],
     sampling: Sampling,
@@ -168,7 +133,7 @@ def explore(
 
 def _run(
     strategy: Strategy,
-    engine: Generator,
+    engine: Engine,
     prompts: Sequence[Prompt],
     s: Sampling,
     adapter: Path | None,
@@ -207,14 +172,14 @@ def _tokens(candidates: Sequence[Candidate]) -> int:
 
 
 def _generate_as(
-    engine: Generator, asked: Sequence[Prompt], plain: Sequence[Prompt], s: Sampling, adapter: Path | None
+    engine: Engine, asked: Sequence[Prompt], plain: Sequence[Prompt], s: Sampling, adapter: Path | None
 ) -> list[Candidate]:
     """Generate for the ``asked`` prompts (with context); tag the candidates with the ``plain`` prompts' ids."""
     ids = {a.id: p.id for a, p in zip(asked, plain, strict=True)}
     return [replace(c, prompt_id=ids[c.prompt_id], logprobs=None) for c in engine.generate(asked, s, adapter)]
 
 
-def _final_answer(engine: Generator, c: Candidate) -> Candidate:
+def _final_answer(engine: Engine, c: Candidate) -> Candidate:
     """The text after the last ``Final answer:`` line, re-tokenized; the reasoning is not trained on."""
     parts = FINAL.split(c.text)
     if len(parts) < 2:
@@ -231,7 +196,7 @@ def _final_answer(engine: Generator, c: Candidate) -> Candidate:
 
 
 def _guided(
-    strategy: Strategy, engine: Generator, prompts: Sequence[Prompt], s: Sampling, adapter: Path | None
+    strategy: Strategy, engine: Engine, prompts: Sequence[Prompt], s: Sampling, adapter: Path | None
 ) -> tuple[list[Candidate], int]:
     out = []
     for v, guide in enumerate(strategy.guides):
@@ -244,7 +209,7 @@ def _guided(
 
 
 def _refined(
-    rounds: int, engine: Generator, prompts: Sequence[Prompt], s: Sampling, adapter: Path | None
+    rounds: int, engine: Engine, prompts: Sequence[Prompt], s: Sampling, adapter: Path | None
 ) -> tuple[list[Candidate], int]:
     drafts = engine.generate(prompts, s, adapter)
     spent, first = _tokens(drafts), [c.text for c in drafts]
@@ -268,7 +233,7 @@ def _refined(
 
 def _shown(
     k: int,
-    engine: Generator,
+    engine: Engine,
     prompts: Sequence[Prompt],
     s: Sampling,
     adapter: Path | None,
@@ -300,7 +265,7 @@ def _shown(
 
 
 def _best_of(
-    m: int, engine: Generator, prompts: Sequence[Prompt], s: Sampling, adapter: Path | None, score: Scorer
+    m: int, engine: Engine, prompts: Sequence[Prompt], s: Sampling, adapter: Path | None, score: Scorer
 ) -> tuple[list[Candidate], int]:
     pool = engine.generate(prompts, replace(s, n=s.n * m), adapter)
     by_id = {p.id: p for p in prompts}

@@ -11,11 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rollouts.generator import Candidate, Sampling
-from tao.console import Console
-from tao.errors import ResourceError
-from tao.model import Policy
-from tao.prompts import Prompt
+from tao.core.console import Console
+from tao.core.errors import ResourceError
+from tao.core.model import Policy
+from tao.core.types import Candidate, Prompt, Sampling
 
 
 def chat_token_ids(tokenizer: Any, prompt: Prompt) -> list[int]:
@@ -36,7 +35,7 @@ def stop_token_ids(tokenizer: Any, model_dir: Path) -> list[int]:
     return sorted(stop)
 
 
-class TransformersGenerator:
+class TransformersEngine:
     """Generates with the policy's in-memory base, the named adapter attached for the call."""
 
     name = "transformers"

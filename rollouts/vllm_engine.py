@@ -15,14 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rollouts.generator import Candidate, Sampling
 from rollouts.strategies import EXEMPLAR_ROOM
 from rollouts.transformers_engine import chat_token_ids, stop_token_ids
-from tao.config import Config
-from tao.console import Console
-from tao.errors import InputError, ResourceError
-from tao.model import BaseModel, compute_dtype
-from tao.prompts import Prompt
+from tao.core.config import Config
+from tao.core.console import Console
+from tao.core.errors import InputError, ResourceError
+from tao.core.model import BaseModel, compute_dtype
+from tao.core.types import Candidate, Prompt, Sampling
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
 CPU_KV_CACHE_GIB = 2  # the CPU build's KV cache when ``rollout.kv_cache_gib`` is 0
@@ -35,7 +34,7 @@ def request_seed(seed: int, prompt_id: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}\0{prompt_id}".encode()).digest()[:4], "big") >> 1
 
 
-class VllmGenerator:
+class VllmEngine:
     """Generates with vLLM; one engine per process, started lazily."""
 
     name = "vllm"

@@ -20,14 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from rollouts.generator import Candidate, Sampling
 from rollouts.transformers_engine import chat_token_ids, stop_token_ids
 from rollouts.vllm_engine import request_seed
-from tao.config import Config
-from tao.console import Console
-from tao.errors import InputError, ResourceError
-from tao.model import BaseModel
-from tao.prompts import Prompt
+from tao.core.config import Config
+from tao.core.console import Console
+from tao.core.errors import InputError, ResourceError
+from tao.core.model import BaseModel
+from tao.core.types import Candidate, Prompt, Sampling
 
 START_SERVER = "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True vllm serve BASE --enable-lora --max-lora-rank RANK"
 QUICK_TIMEOUT_S = 30  # listing models
@@ -101,7 +100,7 @@ class ServerClient:
             return raw
 
 
-class VllmServerGenerator:
+class VllmServerEngine:
     """Generates with a running vLLM OpenAI-compatible server at ``rollout.server_url``."""
 
     name = "vllm-server"

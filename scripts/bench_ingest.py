@@ -4,7 +4,7 @@ For each size, a prompts file of generated log lines (chat messages and plain pr
 duplicates) is ingested into a fresh run pool (tao/pool.py: streamed, validated line by line, deduplicated by
 hashing against an index on disk), then a round's prompts are sampled from it. Each measurement runs in its own
 process, so its peak resident memory (VmHWM) is its own. The baseline, measured in the same run, is the
-in-memory reader (`tao.prompts.load_prompts`, which `tao explore`, `tao compare` and `tao sft` use for their
+in-memory reader (`tao.core.prompts.load_prompts`, which `tao explore`, `tao compare` and `tao sft` use for their
 smaller files, and which `tao run` used before the pool).
 
     python scripts/bench_ingest.py [--sizes 10000,100000,1000000] [--out docs/results/bench_ingest.json]
@@ -51,8 +51,8 @@ def measure(mode: str, prompts: Path, work: Path) -> dict:
     """Runs in a child process: one ingest (pool or in-memory), then its peak memory."""
     from collections import Counter
 
-    from tao.pool import Pool
-    from tao.prompts import load_prompts
+    from tao.core.prompts import load_prompts
+    from tao.run.pool import Pool
 
     started = time.perf_counter()
     if mode == "memory":

@@ -41,11 +41,11 @@ sys.path.insert(0, str(ROOT))
 
 from reward.scorer import RewardSet  # noqa: E402
 from tao import evaluation  # noqa: E402
-from tao.compare import held_out_items, summarize, wins_ties_losses  # noqa: E402
-from tao.config import load_config  # noqa: E402
-from tao.paths import RunPaths  # noqa: E402
-from tao.prompts import Message, Prompt  # noqa: E402
-from tao.registry import finished_rounds  # noqa: E402
+from tao.commands.compare import held_out_items, summarize, wins_ties_losses  # noqa: E402
+from tao.core.config import load_config  # noqa: E402
+from tao.core.types import Message, Prompt  # noqa: E402
+from tao.run.paths import RunPaths  # noqa: E402
+from tao.run.registry import finished_rounds  # noqa: E402
 
 PRESET = ROOT / "configs" / "small-model-checker.yaml"
 IFEVAL = ROOT.parent / "shared" / "data" / "ifeval" / "prompts.jsonl"

@@ -83,13 +83,13 @@ def main() -> None:
 
     import torch
 
-    from rollouts.engine import vllm_problem
-    from rollouts.generator import Sampling
-    from rollouts.transformers_engine import TransformersGenerator
-    from tao.config import Config, replace
-    from tao.console import Console
-    from tao.model import Policy, resolve_base
-    from tao.prompts import load_prompts
+    from rollouts.choice import vllm_problem
+    from rollouts.transformers_engine import TransformersEngine
+    from tao.core.config import Config, replace
+    from tao.core.console import Console
+    from tao.core.model import Policy, resolve_base
+    from tao.core.prompts import load_prompts
+    from tao.core.types import Sampling
 
     console = Console(quiet=True)
     config = replace(Config(), model={"name": args.model})
@@ -110,18 +110,18 @@ def main() -> None:
         row: dict = {"batch_size": batch}
         cfg = replace(config, rollout={"batch_size": batch})
         if "transformers" in engines:
-            hf = TransformersGenerator(policy, batch, console)
+            hf = TransformersEngine(policy, batch, console)
             row["transformers"] = timed(hf, prompts, sampling)
         if "vllm" in engines:
-            from rollouts.vllm_engine import VllmGenerator
+            from rollouts.vllm_engine import VllmEngine
 
             started = time.perf_counter()
-            vl = VllmGenerator(base, policy.tokenizer, cfg, console)
+            vl = VllmEngine(base, policy.tokenizer, cfg, console)
             vl.generate(prompts[:1], greedy, None)
             row["vllm_startup_s"] = round(time.perf_counter() - started, 1)
             row["vllm"] = timed(vl, prompts, sampling)
             if not extra and "transformers" in engines:
-                hf_greedy = TransformersGenerator(policy, batch, console).generate(prompts, greedy, None)
+                hf_greedy = TransformersEngine(policy, batch, console).generate(prompts, greedy, None)
                 extra = agreement(vl, policy, prompts, sampling, hf_greedy, vl.generate(prompts, greedy, None))
             vl.close()
         if "transformers" in row and "vllm" in row:

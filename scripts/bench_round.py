@@ -33,8 +33,8 @@ def plain_trl(config, base_path: Path, prompts, rewards, scratch: Path) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    from rollouts.generator import Candidate
-    from tao.model import lora_targets
+    from tao.core.model import lora_targets
+    from tao.core.types import Candidate
 
     by_text = {json.dumps(p.chat()): p for p in prompts}
 
@@ -103,12 +103,12 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
     from reward.scorer import RewardSet
-    from tao.config import load_config, replace
-    from tao.console import Console
+    from tao.core.config import load_config, replace
+    from tao.core.console import Console
+    from tao.core.model import resolve_base
+    from tao.core.storage import read_json
+    from tao.core.types import Prompt
     from tao.loop import run
-    from tao.model import resolve_base
-    from tao.prompts import Prompt
-    from tao.storage import read_json
 
     config = replace(load_config(args.config), model={"name": args.model})
     console = Console(quiet=True)

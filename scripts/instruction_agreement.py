@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from reward import ifeval  # noqa: E402
 from reward.instructions import Instruction, detect  # noqa: E402
-from tao.prompts import Message, Prompt  # noqa: E402
+from tao.core.types import Message, Prompt  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 # Topical prompts that mention instruction words without asking for them.

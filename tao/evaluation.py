@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from reward.scorer import RewardSet
-from rollouts.generator import Candidate, Generator, Sampling
-from tao.prompts import Prompt
+from rollouts.engine import Engine
+from tao.core.types import Candidate, Prompt, Sampling
 
 
 def evaluate(
-    generator: Generator, rewards: RewardSet, prompts: Sequence[Prompt], max_new_tokens: int, adapter: Path | None
+    generator: Engine, rewards: RewardSet, prompts: Sequence[Prompt], max_new_tokens: int, adapter: Path | None
 ) -> list[dict]:
     """One greedy answer per prompt (the answer the application would get) from the base with ``adapter``,
     scored. One row per prompt; ``reward`` names the reward that scored it (:attr:`RewardSet.identity`)."""

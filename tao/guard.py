@@ -20,8 +20,7 @@ from collections.abc import Sequence
 from statistics import mean
 
 from reward.scorer import RewardSet, build_scorer
-from rollouts.generator import Candidate
-from tao.prompts import Prompt
+from tao.core.types import Candidate, Prompt
 
 REPETITION_DROP = 0.1  # a fall in the distinct-4-gram share larger than this is an alarm
 

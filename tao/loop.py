@@ -19,21 +19,24 @@ from typing import Any
 
 from reward.scorer import RewardSet
 from rollouts import exemplars, strategies
-from rollouts.engine import choose_engine, open_engine
-from rollouts.generator import Candidate, Generator, Sampling
+from rollouts.choice import choose_engine, open_engine
+from rollouts.engine import Engine
 from rollouts.transformers_engine import chat_token_ids
-from tao import budget, evaluation, faults, guard, processes, registry, report
-from tao.config import Config, load_config, replace, to_dict, to_yaml
-from tao.console import Console
-from tao.errors import InputError
-from tao.model import BaseModel, Policy, check_lora_targets, device, gpu_peak, resolve_base
-from tao.paths import RoundPaths, RunPaths
-from tao.plan import Plan, finished_on_file, ingest, open_pool, pending_round, plan_round
-from tao.pool import FileVersion, Pool
-from tao.prompts import Prompt, load_prompts
-from tao.rft import rft_update
-from tao.storage import locked, publish_dir, read_json, read_jsonl, write_json, write_jsonl, write_text
-from tao.training import grpo_update, read_groups
+from tao import evaluation, guard
+from tao.core import faults, processes
+from tao.core.config import Config, load_config, replace, to_dict, to_yaml
+from tao.core.console import Console
+from tao.core.errors import InputError
+from tao.core.model import BaseModel, Policy, check_lora_targets, device, gpu_peak, resolve_base
+from tao.core.prompts import load_prompts
+from tao.core.storage import locked, publish_dir, read_json, read_jsonl, write_json, write_jsonl, write_text
+from tao.core.types import Candidate, Prompt, Sampling
+from tao.run import budget, registry, report
+from tao.run.paths import RoundPaths, RunPaths
+from tao.run.plan import Plan, finished_on_file, ingest, open_pool, pending_round, plan_round, scored_rounds
+from tao.run.pool import FileVersion, Pool
+from tao.update.grpo import grpo_update, read_groups
+from tao.update.rft import rft_update
 
 MAX_UNSCORED = 0.5  # above this share of candidates without a score, the round stops: the scorers are broken
 
@@ -47,7 +50,7 @@ class Run:
     policy: Policy
     console: Console
     rewards: dict[tuple[tuple[str, ...], bool], RewardSet]  # built once per distinct scorer list and gate
-    engine: Generator  # chosen by this invocation's rollout.engine; serves every round it runs
+    engine: Engine  # chosen by this invocation's rollout.engine; serves every round it runs
 
     def scorers(self, specs: tuple[str, ...], config: Config, gate: bool = False) -> RewardSet:
         if (specs, gate) not in self.rewards:
@@ -201,7 +204,7 @@ def explore(
     r = config.rollout
     sampling = Sampling(r.num_candidates, r.temperature, r.top_p, r.max_new_tokens, seed)
     chosen = strategies.load_strategies(r.strategies, r.num_candidates)
-    shown = exemplars.from_run(ctx.paths, rp.index) if any(s.kind == "exemplars" for s in chosen) else []
+    shown = exemplars.gather(scored_rounds(ctx.paths, rp.index)) if any(s.kind == "exemplars" for s in chosen) else []
     candidates, spent = strategies.explore(ctx.engine, prompts, chosen, sampling, parent, rewards.totals, shown)
     faults.point("explore")
     write_jsonl(rp.rollouts, (c.to_row() for c in candidates))

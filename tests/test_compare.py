@@ -8,7 +8,7 @@ import pytest
 from safetensors.torch import load_file
 
 from tao import evaluation
-from tao.compare import summarize, wins_ties_losses, write_report
+from tao.commands.compare import summarize, wins_ties_losses, write_report
 from tests.conftest import cli, write_jsonl
 
 
@@ -93,8 +93,8 @@ def adapter(tiny_model, tmp_path):
     """An adapter that answers differently from the base: fresh LoRA, B drawn at random."""
     import torch
 
-    from tao.config import Config
-    from tao.model import BaseModel, Policy
+    from tao.core.config import Config
+    from tao.core.model import BaseModel, Policy
 
     policy = Policy(BaseModel("tiny", tiny_model, "x"), Config().model, Config().lora)
     torch.manual_seed(0)

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tao.config import Config, load_config, replace, to_dict
-from tao.errors import InputError
+from tao.core.config import Config, load_config, replace, to_dict
+from tao.core.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 

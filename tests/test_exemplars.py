@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 import tao.loop
 from rollouts import strategies
 from rollouts.exemplars import Exemplar, gather, nearest
-from rollouts.generator import Sampling
-from rollouts.strategies import EXEMPLAR_ROOM, load_strategies, parse_strategy
-from rollouts.transformers_engine import TransformersGenerator
-from tao.config import LoraConfig, ModelConfig
-from tao.console import Console
-from tao.model import BaseModel, Policy
-from tao.prompts import Message, Prompt
+from rollouts.strategies import EXEMPLAR_ROOM, load_strategies
+from rollouts.transformers_engine import TransformersEngine
+from tao.core.config import LoraConfig, ModelConfig
+from tao.core.console import Console
+from tao.core.model import BaseModel, Policy
+from tao.core.specs import parse_strategy
+from tao.core.types import Message, Prompt, Sampling
 from tests.conftest import TINY, cli
-
-_spec = importlib.util.spec_from_file_location(
-    "strategy_yield", Path(__file__).parents[1] / "scripts/strategy_yield.py"
-)
-strategy_yield = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(strategy_yield)
 
 
 def ask(pid, text, system=None):
@@ -48,7 +40,7 @@ class Recording:
 
 @pytest.fixture(scope="module")
 def engine(tiny_model):
-    return TransformersGenerator(
+    return TransformersEngine(
         Policy(BaseModel("tiny", tiny_model, "x"), ModelConfig(), LoraConfig()), 32, Console(True)
     )
 
@@ -149,18 +141,3 @@ def test_the_second_round_shows_the_first_rounds_best_answers(tiny_model, prompt
     metrics = json.loads((run_dir / "round-0002/metrics.json").read_text())
     assert metrics["explore"]["strategies"]["exemplars"]["exemplars_available"] == 2
     assert trained and all("#" not in g.prompt.id and len(g.prompt.messages) <= 2 for g in trained)
-    # scripts/strategy_yield.py finds the same exemplars again and counts each strategy's candidates
-    found = strategy_yield.yields([run_dir], "rule:instructions", from_round=2)
-    assert found["exemplars"]["candidates"] == sum(r["strategy"] == "exemplars" for r in second)
-    assert found["exemplars"]["shown_exemplars"] == sum(r["context"].startswith("after exemplars") for r in second) > 0
-    assert found["sample"]["candidates"] == sum(r["strategy"] == "sample" for r in second)
-    assert (
-        strategy_yield.yields([run_dir], "rule:instructions")["sample"]["candidates"]
-        == 2 * found["sample"]["candidates"]
-    )
-
-
-def test_copied_share_is_the_answers_5grams_found_in_the_shown_answers():
-    assert strategy_yield.copied_share("a b c d e f", ["x a b c d e", "unrelated"]) == 0.5
-    assert strategy_yield.copied_share("A, b c d e", ["a b c d e"]) == 1.0  # words, not punctuation or case
-    assert strategy_yield.copied_share("a b c d", ["a b c d"]) == 0.0  # under 5 words: nothing to copy

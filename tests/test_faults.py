@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from tao.faults import POINTS
-from tao.paths import RunPaths
+from tao.core.faults import POINTS
+from tao.run.paths import RunPaths
 from tests.conftest import TINY, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]

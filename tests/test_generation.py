@@ -1,17 +1,16 @@
 import pytest
 
-from rollouts.generator import Sampling
-from rollouts.transformers_engine import TransformersGenerator
-from tao.config import LoraConfig, ModelConfig
-from tao.console import Console
-from tao.model import BaseModel, Policy
-from tao.prompts import Message, Prompt
+from rollouts.transformers_engine import TransformersEngine
+from tao.core.config import LoraConfig, ModelConfig
+from tao.core.console import Console
+from tao.core.model import BaseModel, Policy
+from tao.core.types import Message, Prompt, Sampling
 
 
 @pytest.fixture(scope="module")
 def generator(tiny_model):
     policy = Policy(BaseModel("tiny", tiny_model, "x"), ModelConfig(dtype="float32"), LoraConfig())
-    return TransformersGenerator(policy, batch_size=8, console=Console(True))
+    return TransformersEngine(policy, batch_size=8, console=Console(True))
 
 
 def prompts(n):

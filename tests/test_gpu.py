@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from tao.config import load_config
-from tao.console import Console
-from tao.paths import RunPaths
+from tao.core.config import load_config
+from tao.core.console import Console
+from tao.run.paths import RunPaths
 from tests.conftest import TINY, cli
 
 torch = pytest.importorskip("torch")
@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 @pytest.mark.parametrize("quantize", ["none", "nf4"])
 def test_the_base_loads_on_the_gpu_in_bfloat16_or_4_bit(tiny_model, quantize):
-    from tao.model import load_base, resolve_base
+    from tao.core.model import load_base, resolve_base
 
     config = load_config(None, [f"model.name={tiny_model}", f"model.quantize={quantize}"])
     model = load_base(resolve_base(config.model, Console(quiet=True)), config.model)

@@ -4,9 +4,9 @@ import pytest
 
 import tao.guard
 from reward.scorer import RewardSet
+from tao.core.types import Message, Prompt
 from tao.guard import alarms, best_round, inspect
-from tao.paths import RunPaths
-from tao.prompts import Message, Prompt
+from tao.run.paths import RunPaths
 from tests.test_loop import tao_run
 
 CALM = {"reward": 0.6, "previous_reward": 0.5, "check_mean": 0.7, "previous_check_mean": 0.6}
@@ -37,14 +37,15 @@ def test_inspect_scores_the_answers_with_the_check_and_against_the_previous_roun
     def rows(texts, score):
         return [{"prompt_id": f"q{i}", "text": t, "finished": True, "score": score} for i, t in enumerate(texts)]
 
-    base = rows(["Hello there", "Good day"], 0.2)
-    previous = rows(["hello there", "good day"], 0.5)
-    now = rows(["HELLO THERE FRIEND " * 3, "GOOD DAY " * 2], 0.9)  # reward up, lowercase check down, longer, looping
+    base = rows(["Hello there my friend", "I hope you are having a very nice day"], 0.2)
+    previous = rows(["hello there my friend", "i hope you are having a very nice day"], 0.5)
+    # reward up, lowercase check down, longer, looping
+    now = rows(["HELLO THERE MY FRIEND " * 3, "I HOPE YOU ARE HAVING A VERY NICE DAY " * 2], 0.9)
     figures = inspect(prompts, base, previous, now, RewardSet(("rule:instructions",)), max_length_ratio=2.0)
     assert (figures["check_mean"], figures["previous_check_mean"]) == (0.0, 1.0)
-    assert figures["length_ratio"] == pytest.approx((9 + 4) / 4)
+    assert figures["length_ratio"] == pytest.approx((12 + 18) / 13)
     assert len(figures["alarms"]) == 3 and "while the check fell" in figures["alarms"][0]
-    assert "times as long" in figures["alarms"][1] and "share 1.00 -> 0.75" in figures["alarms"][2]
+    assert "times as long" in figures["alarms"][1] and "share 1.00 -> " in figures["alarms"][2]
 
 
 def test_best_round_prefers_the_check_then_the_reward():

@@ -5,9 +5,8 @@ import pytest
 from reward import ifeval
 from reward.instructions import detect, follow_rate
 from reward.scorer import build_scorer
-from rollouts.generator import Candidate
-from tao.errors import InputError
-from tao.prompts import Message, Prompt
+from tao.core.errors import InputError
+from tao.core.types import Candidate, Message, Prompt
 
 ITEM = {
     "instruction_id_list": ["punctuation:no_comma", "length_constraints:number_words"],

@@ -4,9 +4,8 @@ import pytest
 
 from reward.judge import JudgeScorer
 from reward.scorer import RewardSet
-from rollouts.generator import Candidate
-from tao.errors import InputError
-from tao.prompts import Message, Prompt
+from tao.core.errors import InputError
+from tao.core.types import Candidate, Message, Prompt
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 import tao.loop
 from tao.cli import main
-from tao.paths import RunPaths
-from tao.storage import locked, read_jsonl
+from tao.core.storage import locked, read_jsonl
+from tao.run.paths import RunPaths
 from tests.conftest import TINY, build_tiny_model, cli, write_jsonl
 
 
@@ -166,7 +166,7 @@ def test_interrupted_stage_resumes_without_redoing_finished_ones(tiny_model, tmp
     assert not rp.adapter_tmp.exists() and (rp.adapter / "adapter_model.safetensors").stat().st_size > 1000
 
     loads = []
-    monkeypatch.setattr("tao.model.load_base", lambda *a, **k: loads.append(a))
+    monkeypatch.setattr("tao.core.model.load_base", lambda *a, **k: loads.append(a))
     result = tao_run(prompts_file, tiny_model, tmp_path / "run")
     assert result.exit_code == 0 and "nothing to do" in result.output
     assert calls == {"explore": 1, "score": 1, "update": 1, "evaluate": 1} and loads == []  # no work at all
@@ -220,7 +220,7 @@ def test_two_rounds_chain_and_a_different_base_is_refused(tiny_model, tmp_path, 
     assert result.output.count("\nround ") + result.output.startswith("round ") == 2
     # the time budget reads each round's exploring, the slowest optimizer step, the largest trained share, and the
     # last round's evaluation time
-    from tao.budget import RoundCost, round_cost
+    from tao.run.budget import RoundCost, round_cost
 
     sizes = [len(json.loads(r.plan.read_text())["prompts"]) for r in (r1, r2)]
     slow = {"explore": 300.0, "score": 2.0, "update": 100.0, "evaluate": 9.0}
@@ -299,8 +299,8 @@ def _pretend_round_took(run_dir: Path, seconds: dict[str, float], index: int = 1
 
 
 def test_minutes_shrinks_the_last_round_to_what_fits_and_stops_when_nothing_does(finished_run, tiny_model, tmp_path):
-    from tao import budget
-    from tao.config import load_config, replace
+    from tao.core.config import load_config, replace
+    from tao.run import budget
 
     prompts, run_dir, _ = finished_run
     # round 1: 4 prompts, as if explored in 300 s, trained in 2 steps of 50 s (all 4 groups), evaluated in 20 s.

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tao import processes
-from tao.errors import InputError
-from tao.paths import RunPaths
-from tao.training import tensors_digest
+from tao.core import processes
+from tao.core.errors import InputError
+from tao.run.paths import RunPaths
+from tao.update.grpo import tensors_digest
 from tests.conftest import TINY, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +112,7 @@ def test_zero3_without_16bit_gathering_and_generation_from_a_sharded_base_are_re
 def test_4bit_weights_are_stored_for_sharding_under_fsdp_and_zero3(monkeypatch):
     import torch
 
-    from tao.model import load_kwargs
+    from tao.core.model import load_kwargs
 
     assert load_kwargs("nf4")["quantization_config"].bnb_4bit_quant_storage == torch.uint8
     assert "device_map" in load_kwargs("nf4")

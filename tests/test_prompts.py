@@ -6,9 +6,9 @@ import pytest
 from click.testing import CliRunner
 
 from tao.cli import main
-from tao.errors import InputError
-from tao.pool import Pool
-from tao.prompts import load_prompts
+from tao.core.errors import InputError
+from tao.core.prompts import load_prompts
+from tao.run.pool import Pool
 from tests.conftest import write_jsonl
 
 
@@ -212,7 +212,7 @@ def test_round_choice_prefers_unused_prompts_and_passes_over_what_does_not_fit(t
 
 
 def test_an_ingest_that_cannot_write_is_one_resource_error_and_keeps_the_pool(tmp_path):
-    from tao.errors import ResourceError
+    from tao.core.errors import ResourceError
 
     pool = _pool(tmp_path, [f"id-{i}" for i in range(10)])
     more = tmp_path / "more.jsonl"

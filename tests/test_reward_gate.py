@@ -7,10 +7,9 @@ import pytest
 
 import tao.guard
 from reward.scorer import RewardSet
-from rollouts.generator import Candidate
-from tao.paths import RunPaths
-from tao.prompts import Message, Prompt
-from tao.storage import read_jsonl
+from tao.core.storage import read_jsonl
+from tao.core.types import Candidate, Message, Prompt
+from tao.run.paths import RunPaths
 from tests.test_loop import tao_run
 
 RECIPE = ["rule:instructions", "rule:finished=0.25", "rule:repetition=0.25", "rule:min_words:40=0.5"]
@@ -23,7 +22,7 @@ def candidate(i, text, finished):
 def test_small_parts_count_only_where_an_instruction_is_followed():
     prompt = Prompt("p", (Message("user", "Describe a lake. Your entire response should be in lowercase letters."),))
     answers = [
-        candidate(0, "a quiet lake under pines, still and cold", True),  # follows it
+        candidate(0, "there is a quiet lake under the pines, and it is still and very cold", True),  # follows it
         candidate(1, "A Quiet Lake Under Pines, Still And Cold, " * 6, True),  # does not, longer and finished
         candidate(2, "The Lake", False),  # does not
     ]

@@ -6,9 +6,9 @@ import pytest
 
 from reward.pairs import Pair, label, load_pairs
 from reward.scorer import RewardSet
-from reward.training import spearman, split_by_prompt
-from tao.errors import InputError
-from tao.prompts import Message, Prompt
+from tao.commands.reward_training import spearman, split_by_prompt
+from tao.core.errors import InputError
+from tao.core.types import Message, Prompt
 from tests.conftest import TINY, cli, write_jsonl
 
 WORDS = ["apple", "river", "stone", "cloud", "green", "light", "music", "paper"]
@@ -55,11 +55,11 @@ def test_a_bfloat16_base_trains_a_reward_model_saved_in_float32(tiny_model, tmp_
     learns the preference, and is merged into a float32 model."""
     from safetensors.torch import load_file
 
-    import reward.training
+    import tao.commands.reward_training
 
     loads = []
-    real = reward.training.load_kwargs
-    monkeypatch.setattr(reward.training, "load_kwargs", lambda *a: loads.append(a) or real(*a))
+    real = tao.commands.reward_training.load_kwargs
+    monkeypatch.setattr(tao.commands.reward_training, "load_kwargs", lambda *a: loads.append(a) or real(*a))
     pairs = write_jsonl(tmp_path / "pairs.jsonl", synthetic_pairs(80))
     sets = [
         "model.dtype=bfloat16",

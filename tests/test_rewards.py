@@ -1,10 +1,10 @@
 import pytest
 
 from reward import instructions
-from reward.scorer import RewardSet, build_scorer, split_weight
-from rollouts.generator import Candidate
-from tao.errors import InputError
-from tao.prompts import Message, Prompt
+from reward.scorer import RewardSet, build_scorer
+from tao.core.errors import InputError
+from tao.core.specs import split_weight
+from tao.core.types import Candidate, Message, Prompt
 from tests import rewards as user_rewards
 
 
@@ -297,8 +297,7 @@ def test_a_chat_model_is_not_taken_for_a_reward_model(tiny_model):
 def test_label_free_and_reference_rules():
     from reward.rules import last_number
     from reward.scorer import build_scorer
-    from rollouts.generator import Candidate
-    from tao.prompts import Message, Prompt
+    from tao.core.types import Candidate, Message, Prompt
 
     def cand(pid, text):
         return Candidate(pid, 0, text, (1,), True, "sample")

@@ -9,20 +9,20 @@ import pytest
 
 import tao.loop
 from rollouts import strategies
-from rollouts.generator import Candidate, Sampling
-from rollouts.strategies import REFINE, THINK, allocate, load_strategies, parse_strategy
-from rollouts.transformers_engine import TransformersGenerator, chat_token_ids
-from tao.config import LoraConfig, ModelConfig
-from tao.console import Console
-from tao.errors import InputError
-from tao.model import BaseModel, Policy
-from tao.prompts import Message, Prompt
+from rollouts.strategies import REFINE, THINK, allocate, load_strategies
+from rollouts.transformers_engine import TransformersEngine, chat_token_ids
+from tao.core.config import LoraConfig, ModelConfig
+from tao.core.console import Console
+from tao.core.errors import InputError
+from tao.core.model import BaseModel, Policy
+from tao.core.specs import parse_strategy
+from tao.core.types import Candidate, Message, Prompt, Sampling
 from tests.conftest import TINY, cli
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_model):
-    return TransformersGenerator(
+    return TransformersEngine(
         Policy(BaseModel("tiny", tiny_model, "x"), ModelConfig(), LoraConfig()), 32, Console(True)
     )
 
@@ -189,7 +189,7 @@ def test_a_round_trains_on_the_plain_prompts_and_reports_per_strategy(tiny_model
 
 
 def engine_tokenizer(path):
-    from tao.model import load_tokenizer
+    from tao.core.model import load_tokenizer
 
     return load_tokenizer(BaseModel("tiny", path, "x"), ModelConfig())
 

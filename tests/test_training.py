@@ -4,15 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-import tao.training
-from rollouts.generator import Sampling
-from rollouts.transformers_engine import TransformersGenerator, chat_token_ids
-from tao.config import Config, ModelConfig, replace
-from tao.console import Console
-from tao.model import BaseModel, Policy
-from tao.optimizer import OPTIMIZER_FILE, carry_optimizer
-from tao.prompts import Message, Prompt
-from tao.training import Group, grpo_update, most_spread, select
+import tao.update.grpo
+from rollouts.transformers_engine import TransformersEngine, chat_token_ids
+from tao.core.config import Config, ModelConfig, replace
+from tao.core.console import Console
+from tao.core.model import BaseModel, Policy
+from tao.core.types import Message, Prompt, Sampling
+from tao.update.grpo import Group, grpo_update, most_spread, select
+from tao.update.optimizer import OPTIMIZER_FILE, carry_optimizer
 
 CONFIG = replace(
     Config(),
@@ -28,7 +27,7 @@ def policy(tiny_model):
 
 def make_groups(policy, rewards_per_group):
     prompts = [Prompt(f"q{i}", (Message("user", f"question {i}"),)) for i in range(len(rewards_per_group))]
-    cands = TransformersGenerator(policy, 16, Console(True)).generate(prompts, Sampling(4, 1.0, 1.0, 8, seed=0), None)
+    cands = TransformersEngine(policy, 16, Console(True)).generate(prompts, Sampling(4, 1.0, 1.0, 8, seed=0), None)
     return [
         Group(
             p,
@@ -52,7 +51,7 @@ def test_update_trains_lora_on_the_stored_candidates_and_leaves_the_base_alone(p
         seen.extend(zip(map(tuple, completion_ids), tao_reward, strict=True))
         return list(tao_reward)
 
-    monkeypatch.setattr(tao.training, "tao_reward", recording)
+    monkeypatch.setattr(tao.update.grpo, "tao_reward", recording)
     with policy.attached(None, trainable=True, seed=0) as model:
         base_before, lora_before = snapshot(model, lora=False), snapshot(model, lora=True)
 
@@ -114,7 +113,7 @@ def test_update_trains_only_the_most_spread_candidates_of_each_group(policy, tmp
         seen.extend(zip(map(tuple, completion_ids), tao_reward, strict=True))
         return list(tao_reward)
 
-    monkeypatch.setattr(tao.training, "tao_reward", recording)
+    monkeypatch.setattr(tao.update.grpo, "tao_reward", recording)
     config = replace(CONFIG, update={"group_size": 2})
     with policy.attached(None, trainable=True, seed=0) as model:
         stats = grpo_update(model, policy.tokenizer, groups, config, tmp_path / "s", Console(True))
@@ -136,13 +135,13 @@ def test_no_signal_at_all_trains_nothing(policy, tmp_path):
 def test_several_passes_reuse_the_replayed_candidates_without_generating_again(policy, tmp_path, monkeypatch):
     groups = make_groups(policy, [[0.0, 1.0, 0.0, 1.0], [0.2, 0.2, 0.9, 0.1], [1.0, 0.0, 0.0, 0.0], [0, 0, 0, 1.0]])
     calls = []
-    real = tao.training._Replay.__call__
+    real = tao.update.grpo._Replay.__call__
 
     def counting(self, prompts, trainer):
         calls.append(len(prompts))
         return real(self, prompts, trainer)
 
-    monkeypatch.setattr(tao.training._Replay, "__call__", counting)
+    monkeypatch.setattr(tao.update.grpo._Replay, "__call__", counting)
     steps = {}
     for epochs in (1, 3):
         calls.clear()
@@ -167,7 +166,7 @@ def test_the_kl_reference_of_a_continued_adapter_is_the_base_model(policy, tmp_p
         adapters_seen.append(sorted(trainer_model.peft_config))
         return list(tao_reward)
 
-    monkeypatch.setattr(tao.training, "tao_reward", recording)
+    monkeypatch.setattr(tao.update.grpo, "tao_reward", recording)
     config = replace(CONFIG, update={"beta": 0.5})
     with policy.attached(tmp_path / "parent", trainable=True, seed=0) as trainer_model:
         stats = grpo_update(trainer_model, policy.tokenizer, groups, config, tmp_path / "s", Console(True))
@@ -292,7 +291,7 @@ def test_a_resumed_update_keeps_its_checkpoint_optimizer_state_over_the_parents(
 
 
 def test_rft_fine_tunes_on_each_groups_best_answer_only(policy, tmp_path, monkeypatch):
-    from tao.rft import best_answers, rft_update
+    from tao.update.rft import best_answers, rft_update
 
     groups = make_groups(policy, [[0.2, 0.9, 0.5, 0.9], [0.5] * 4, [None, 0.0, 1.0, None]])
     chosen = best_answers(groups, 0.1)
@@ -314,7 +313,7 @@ def test_rft_fine_tunes_on_each_groups_best_answer_only(policy, tmp_path, monkey
 def test_rft_loss_is_on_the_answer_tokens_as_generated(policy, tmp_path, monkeypatch):
     import trl
 
-    from tao.rft import IGNORE, rft_update
+    from tao.update.rft import IGNORE, rft_update
 
     groups = make_groups(policy, [[0.0, 1.0, 0.0, 0.0]])
     seen = {}

@@ -7,9 +7,9 @@ import shutil
 import pytest
 import torch
 
-from tao import registry
-from tao.paths import RunPaths
-from tao.storage import read_jsonl
+from tao.core.storage import read_jsonl
+from tao.run import registry
+from tao.run.paths import RunPaths
 from tests.conftest import cli, write_jsonl
 from tests.test_loop import tao_run
 
@@ -164,8 +164,8 @@ def test_builtin_server_answers_a_chat_completion_on_localhost_as_the_round(vers
     import urllib.error
     import urllib.request
 
-    from tao.console import Console
-    from tao.serve import load, make_server
+    from tao.commands.serve import load, make_server
+    from tao.core.console import Console
 
     version = registry.find(versions, "support/round-0002")
     rp = RunPaths(versions / "support").round(2)

@@ -10,12 +10,11 @@ import json
 
 import pytest
 
-from rollouts.generator import Sampling
-from rollouts.transformers_engine import TransformersGenerator
-from tao.config import Config, replace
-from tao.console import Console
-from tao.model import BaseModel, Policy
-from tao.prompts import Message, Prompt
+from rollouts.transformers_engine import TransformersEngine
+from tao.core.config import Config, replace
+from tao.core.console import Console
+from tao.core.model import BaseModel, Policy
+from tao.core.types import Message, Prompt, Sampling
 from tests.conftest import TINY, build_tiny_model, cli
 
 pytestmark = pytest.mark.vllm
@@ -56,16 +55,16 @@ def adapter(policy, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vllm_engine(policy, config):
-    from rollouts.vllm_engine import VllmGenerator
+    from rollouts.vllm_engine import VllmEngine
 
-    engine = VllmGenerator(policy.base, policy.tokenizer, config, Console(True))
+    engine = VllmEngine(policy.base, policy.tokenizer, config, Console(True))
     yield engine
     engine.close()
 
 
 @pytest.fixture(scope="module")
 def hf_engine(policy):
-    return TransformersGenerator(policy, batch_size=16, console=Console(True))
+    return TransformersEngine(policy, batch_size=16, console=Console(True))
 
 
 def prompts(n):
@@ -144,7 +143,7 @@ def test_a_round_with_vllm_writes_what_a_round_with_transformers_writes(tiny_mod
 
 
 def test_an_explicit_vllm_engine_is_taken_here():
-    from rollouts.engine import choose_engine, vllm_problem
+    from rollouts.choice import choose_engine, vllm_problem
 
     assert vllm_problem("none", cuda=False) is None
     assert choose_engine(replace(Config(), rollout={"engine": "vllm"}), cuda=False).name == "vllm"
@@ -154,8 +153,8 @@ def test_an_explicit_vllm_engine_is_taken_here():
 def test_vllm_loads_an_exported_adapter_and_answers_as_transformers(vllm_engine, hf_engine, adapter, tmp_path):
     import shutil
 
-    from tao.export import export
-    from tao.registry import Version
+    from tao.commands.export import export
+    from tao.run.registry import Version
 
     version_dir = tmp_path / "runs" / "sft-x"
     shutil.copytree(adapter, version_dir / "adapter")

@@ -8,20 +8,20 @@ import types
 import pytest
 import torch
 
-import rollouts.engine
-from rollouts.engine import choose_engine
+import rollouts.choice
+from rollouts.choice import choose_engine
 from rollouts.strategies import EXEMPLAR_ROOM
-from rollouts.vllm_engine import VllmGenerator, request_seed
-from tao.config import Config, replace
-from tao.console import Console
-from tao.errors import InputError, ResourceError
-from tao.model import BaseModel, load_tokenizer
+from rollouts.vllm_engine import VllmEngine, request_seed
+from tao.core.config import Config, replace
+from tao.core.console import Console
+from tao.core.errors import InputError, ResourceError
+from tao.core.model import BaseModel, load_tokenizer
 from tests.conftest import cli
 
 
 def engine(tiny_model, cuda=False, **sections):
     base = BaseModel("tiny", tiny_model, "x")
-    generator = VllmGenerator(base, load_tokenizer(base, Config().model), replace(Config(), **sections), Console(True))
+    generator = VllmEngine(base, load_tokenizer(base, Config().model), replace(Config(), **sections), Console(True))
     generator._cuda = lambda: cuda
     return generator
 
@@ -73,8 +73,8 @@ def test_tensor_parallel_size_reaches_vllms_constructor(tiny_model, monkeypatch)
 
 @pytest.mark.parametrize("asked", ["vllm", "auto"])
 def test_more_tensor_parallel_gpus_than_there_are_is_refused(asked, monkeypatch):
-    monkeypatch.setattr(rollouts.engine, "gpu_count", lambda: 2)
-    monkeypatch.setattr(rollouts.engine, "vllm_problem", lambda quantize, cuda: None)
+    monkeypatch.setattr(rollouts.choice, "gpu_count", lambda: 2)
+    monkeypatch.setattr(rollouts.choice, "vllm_problem", lambda quantize, cuda: None)
     config = replace(Config(), rollout={"engine": asked, "tensor_parallel_size": 4})
     with pytest.raises(InputError) as caught:
         choose_engine(config, cuda=True)
@@ -160,7 +160,7 @@ def test_the_cli_prints_a_resource_error_as_one_line_with_exit_1(tiny_model, pro
     def oom(self, model, prompts, sampling):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(te.TransformersGenerator, "_generate", oom)
+    monkeypatch.setattr(te.TransformersEngine, "_generate", oom)
     result = cli("run", "--prompts", prompts_file, "--model", tiny_model, "--run-dir", tmp_path / "run", "--quiet")
     assert result.exit_code == 1
     assert result.output == (

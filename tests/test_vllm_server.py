@@ -17,15 +17,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from rollouts.generator import Sampling
 from rollouts.transformers_engine import chat_token_ids
 from rollouts.vllm_engine import request_seed
-from rollouts.vllm_server import VllmServerGenerator, adapter_name
-from tao.config import Config, replace
-from tao.console import Console
-from tao.errors import InputError, ResourceError
-from tao.model import BaseModel, load_tokenizer
-from tao.prompts import Message, Prompt
+from rollouts.vllm_server import VllmServerEngine, adapter_name
+from tao.core.config import Config, replace
+from tao.core.console import Console
+from tao.core.errors import InputError, ResourceError
+from tao.core.model import BaseModel, load_tokenizer
+from tao.core.types import Message, Prompt, Sampling
 from tests.conftest import TINY, build_tiny_model, cli
 
 SAMPLE = Sampling(n=2, temperature=0.9, top_p=0.95, max_new_tokens=7, seed=5)
@@ -114,7 +113,7 @@ def tokenizer(tiny_model):
 
 def engine(tiny_model, tokenizer, url, **rollout):
     config = replace(Config(), rollout={"engine": "vllm-server", "server_url": url, **rollout})
-    return VllmServerGenerator(BaseModel("tiny", tiny_model, "x"), tokenizer, config, Console(True))
+    return VllmServerEngine(BaseModel("tiny", tiny_model, "x"), tokenizer, config, Console(True))
 
 
 def prompts(n):
@@ -236,15 +235,15 @@ def test_prompts_are_sent_concurrently_up_to_batch_size_sequences(fake, tiny_mod
 
 
 def test_the_engine_choice_and_the_doctor_name_the_server(fake, tiny_model, tokenizer):
-    from rollouts.engine import choose_engine, open_engine
-    from tao.doctor import server_finding
+    from rollouts.choice import choose_engine, open_engine
+    from tao.commands.doctor import server_finding
 
     config = replace(Config(), rollout={"engine": "vllm-server", "server_url": fake.url, "tensor_parallel_size": 8})
     choice = choose_engine(config, cuda=False)  # the server's GPUs are not this machine's
     assert (choice.name, choice.reason) == ("vllm-server", f"rollout.engine=vllm-server ({fake.url})")
     policy = SimpleNamespace(tokenizer=tokenizer)
     opened = open_engine(choice, BaseModel("tiny", tiny_model, "x"), policy, config, Console(True))
-    assert isinstance(opened, VllmServerGenerator) and opened.server.url == fake.url
+    assert isinstance(opened, VllmServerEngine) and opened.server.url == fake.url
     found = server_finding(config)
     assert found.ok and found.detail == f"{fake.url} serves served-base (rollout.engine=vllm-server)"
     gone = server_finding(replace(config, rollout={"server_url": "http://127.0.0.1:9"}))
@@ -324,8 +323,8 @@ def wait_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
 def test_a_real_vllm_server_answers_as_transformers_with_and_without_an_adapter(real_server):
     import torch
 
-    from rollouts.transformers_engine import TransformersGenerator
-    from tao.model import Policy
+    from rollouts.transformers_engine import TransformersEngine
+    from tao.core.model import Policy
 
     config = replace(Config(), lora={"rank": 8, "alpha": 16}, rollout={"batch_size": 16, "server_url": real_server.url})
     policy = Policy(BaseModel("lively", real_server.model, "x"), config.model, config.lora)
@@ -336,8 +335,8 @@ def test_a_real_vllm_server_answers_as_transformers_with_and_without_an_adapter(
             if "lora_B" in name:
                 param.data.normal_(0, 0.5)  # an adapter that changes the answers
         model.save_pretrained(adapter)
-    server = VllmServerGenerator(policy.base, policy.tokenizer, config, Console(True))
-    local = TransformersGenerator(policy, batch_size=16, console=Console(True))
+    server = VllmServerEngine(policy.base, policy.tokenizer, config, Console(True))
+    local = TransformersEngine(policy, batch_size=16, console=Console(True))
     answers = {}
     for lora in (None, adapter, adapter):
         ours = server.generate(prompts(6), GREEDY, lora)

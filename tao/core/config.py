@@ -1,0 +1,383 @@
+"""Run configuration: frozen dataclasses, one YAML file, dotted overrides.
+
+Precedence: the defaults below < a YAML file (``--config``) < ``--set section.key=value`` (in order).
+Unknown keys and wrong types are errors that name the key. ``configs/default.yaml`` is the documented
+reference of every field; a test keeps it equal to these defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from tao.core.errors import InputError
+from tao.core.specs import parse_strategy
+
+
+class _Invalid(ValueError):
+    """A field value out of its range; the loader adds the dotted key and the source."""
+
+    def __init__(self, name: str, problem: str):
+        self.name = name
+        super().__init__(problem)
+
+
+def _require(ok: bool, name: str, problem: str) -> None:
+    if not ok:
+        raise _Invalid(name, problem)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The base model."""
+
+    name: str = "default"  # "default" = embedded SmolLM2-135M-Instruct, a local model dir, or a hub id
+    quantize: Literal["none", "nf4"] = "none"  # nf4: 4-bit base with bitsandbytes (QLoRA)
+    # Compute precision of generation and training. auto: bfloat16 on GPUs, float32 on CPUs. bfloat16 on a CPU with
+    # AMX-BF16 (Sapphire Rapids and later; `tao doctor` says) generates 1.8x and trains 1.4x faster than float32.
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    trust_remote_code: bool = False  # run Python code shipped with the model; off unless you trust it
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """The shape of the trained adapter."""
+
+    rank: int = 16
+    alpha: int = 32
+    target_modules: str = "all-linear"  # peft's target_modules: "all-linear" or comma-separated names
+
+    def __post_init__(self) -> None:
+        _require(self.rank >= 1, "rank", "must be >= 1")
+        _require(self.alpha >= 1, "alpha", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How the prompts file is split and sampled."""
+
+    holdout: float = 0.2  # share of prompts held out for evaluation, never trained on
+    prompts_per_round: int = 32  # training prompts explored per round; 0 = all of them
+    max_prompt_tokens: int = 1024  # longer prompts (after the chat template) are skipped and counted
+
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.holdout < 1.0, "holdout", "must be in [0, 1)")
+        _require(self.prompts_per_round >= 0, "prompts_per_round", "must be >= 0")
+        _require(self.max_prompt_tokens >= 1, "max_prompt_tokens", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """Exploration: how candidate answers are generated."""
+
+    # auto: vLLM on a CUDA GPU when it is installed, else transformers (`tao doctor` says which and why);
+    # vllm-server: a `vllm serve` started by you, at server_url
+    engine: Literal["auto", "vllm", "transformers", "vllm-server"] = "auto"
+    num_candidates: int = 8  # candidates per prompt (the GRPO group)
+    # How the group is explored, as SPEC[=SHARE]: sample, ladder[:LOW-HIGH], think, guide:FILE, refine[:ROUNDS],
+    # best_of[:M], exemplars[:K], greedy (rollouts/strategies.py); shares of num_candidates, at least one candidate
+    # each (greedy: exactly one)
+    strategies: tuple[str, ...] = ("sample",)
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_new_tokens: int = 128  # also the answer budget at evaluation
+    batch_size: int = 32  # sequences decoded together (vLLM: max_num_seqs)
+    gpu_memory_utilization: float = 0.35  # vLLM on a GPU: its share of GPU memory; the update gets the rest
+    kv_cache_gib: int = 0  # vLLM's KV cache in GiB; 0 = automatic (GPU: what the share above leaves; CPU: 2)
+    tensor_parallel_size: int = 1  # vLLM (offline): GPUs the base is sharded over (vllm.LLM's tensor_parallel_size)
+    server_url: str = "http://localhost:8000"  # engine=vllm-server: the `vllm serve` to generate with
+
+    def __post_init__(self) -> None:
+        _require(self.num_candidates >= 2, "num_candidates", "must be >= 2 (GRPO compares candidates)")
+        _require(len(self.strategies) > 0, "strategies", "needs at least one strategy")
+        for spec in self.strategies:
+            try:
+                parse_strategy(spec)
+            except ValueError as exc:
+                raise _Invalid("strategies", str(exc)) from None
+        _require(self.temperature > 0, "temperature", "must be > 0")
+        _require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        _require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
+        _require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        _require(0 < self.gpu_memory_utilization < 1, "gpu_memory_utilization", "must be in (0, 1)")
+        _require(self.kv_cache_gib >= 0, "kv_cache_gib", "must be >= 0")
+        _require(self.tensor_parallel_size >= 1, "tensor_parallel_size", "must be >= 1")
+        _require(
+            self.server_url.startswith(("http://", "https://")), "server_url", "must start with http:// or https://"
+        )
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """Scorers, as SPEC[=WEIGHT] strings (see README, "Rewards")."""
+
+    scorers: tuple[str, ...] = ("rule:instructions", "rule:finished=0.25", "rule:repetition=0.25")
+    gate: bool = False  # the scorers after the first count only where the first scores above 0 (or has no opinion)
+
+    def __post_init__(self) -> None:
+        _require(len(self.scorers) > 0, "scorers", "needs at least one scorer")
+        _require(not self.gate or len(self.scorers) > 1, "gate", "needs a main scorer and at least one more to gate")
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """The GRPO update (trl's GRPOTrainer) on the explored candidates."""
+
+    # grpo: GRPO on each group's spread of scores. rft: the supervised baseline, fine-tuning on each group's best
+    # answer (rejection sampling; tao/rft.py) with the sft section's rate, passes and batch
+    method: Literal["grpo", "rft"] = "grpo"
+    learning_rate: float = 2e-5
+    beta: float = 0.02  # KL weight towards the base model
+    epochs: int = 1  # optimizer passes over each batch of candidates (trl's num_iterations: later passes are clipped)
+    prompts_per_step: int = 4  # prompt groups per optimizer step
+    group_size: int = 0  # candidates trained per group, the most spread scores first; 0 = all of them
+    min_spread: float = 0.1  # groups whose best and worst scores differ by less are skipped (no signal)
+    scale_rewards: bool = True  # divide advantages by the group's score std (trl's "group"); false: reward units
+    checkpoint_steps: int = 10  # save adapter + optimizer + RNG state every N steps; a killed update resumes there
+
+    def __post_init__(self) -> None:
+        _require(self.learning_rate > 0, "learning_rate", "must be > 0")
+        _require(self.beta >= 0, "beta", "must be >= 0")
+        _require(self.epochs >= 1, "epochs", "must be >= 1")
+        _require(self.prompts_per_step >= 1, "prompts_per_step", "must be >= 1")
+        _require(self.group_size == 0 or self.group_size >= 2, "group_size", "must be 0 (all) or >= 2")
+        _require(self.min_spread >= 0, "min_spread", "must be >= 0")
+        _require(self.checkpoint_steps >= 0, "checkpoint_steps", "must be >= 0 (0 = no checkpoints)")
+
+
+@dataclass(frozen=True)
+class SftConfig:
+    """`tao sft`: the supervised baseline with trl's SFTTrainer, on the same base and LoRA shape as a run."""
+
+    learning_rate: float = 1e-4
+    epochs: int = 1  # passes over the labeled examples
+    batch_size: int = 4  # examples per optimizer step
+
+    def __post_init__(self) -> None:
+        _require(self.learning_rate > 0, "learning_rate", "must be > 0")
+        _require(self.epochs >= 1, "epochs", "must be >= 1")
+        _require(self.batch_size >= 1, "batch_size", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class RewardModelConfig:
+    """`tao reward train`: a reward model (trl's RewardTrainer, LoRA on the base) on preference pairs."""
+
+    holdout: float = 0.2  # share of prompts whose pairs are held out to measure pairwise accuracy (seeded)
+    learning_rate: float = 1e-4
+    epochs: int = 1  # passes over the training pairs
+    batch_size: int = 8  # pairs per optimizer step
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.holdout < 1, "holdout", "must be in [0, 1)")
+        _require(self.learning_rate > 0, "learning_rate", "must be > 0")
+        _require(self.epochs >= 1, "epochs", "must be >= 1")
+        _require(self.batch_size >= 1, "batch_size", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Greedy evaluation on held-out prompts, before the first round and after each."""
+
+    max_prompts: int = 32  # held-out prompts evaluated; 0 = evaluation off
+    check: tuple[str, ...] = ()  # scorers the update never trains on, for the reward-hacking guard (tao/guard.py)
+    guard: Literal["warn", "stop"] = "warn"  # on a guard alarm: warn, or also end the run after the round
+    max_length_ratio: float = 2.0  # held-out answers longer than this many times the base's (or shorter): alarm
+
+    def __post_init__(self) -> None:
+        _require(self.max_prompts >= 0, "max_prompts", "must be >= 0")
+        _require(self.max_length_ratio > 1, "max_length_ratio", "must be > 1")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The loop itself."""
+
+    rounds: int = 1  # rounds per version of the prompts file
+    # Wall-clock budget of one invocation, in minutes (0 = none): no round starts that would end past it, and the
+    # last one takes only the prompts that fit, estimated from the last finished rounds' times (tao/budget.py).
+    minutes: float = 0.0
+    seed: int = 0
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+
+    def __post_init__(self) -> None:
+        _require(self.rounds >= 1, "rounds", "must be >= 1")
+        _require(self.minutes >= 0, "minutes", "must be >= 0 (0 = no budget)")
+        _require(0 <= self.seed < 1_000_000, "seed", "must be in [0, 1000000)")
+        _require(self.threads >= 0, "threads", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    sft: SftConfig = field(default_factory=SftConfig)
+    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        _require(
+            self.update.group_size <= self.rollout.num_candidates,
+            "update.group_size",
+            f"must be <= rollout.num_candidates ({self.rollout.num_candidates})",
+        )
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Defaults < the YAML file at ``path`` < each ``section.key=value`` override, in order."""
+    values = to_dict(Config())
+    origin: dict[str, str] = {}
+    if path is not None:
+        data = _read_yaml(Path(path))
+        _merge(values, data, prefix="", source=str(path), origin=origin)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"expected section.key=value, got {item!r}", field="--set")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        _assign(values, key.strip(), value, origin)
+    return _build(Config, values, prefix="", origin=origin)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The config as plain nested dicts and lists (tuples become lists), ready for YAML or JSON."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def to_yaml(config: Config) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def replace(config: Config, **sections: dict[str, Any]) -> Config:
+    """A copy with some fields changed, e.g. ``replace(cfg, run={"rounds": 2})``; validated like a load."""
+    values = to_dict(config)
+    for section, fields in sections.items():
+        for key, value in fields.items():
+            _assign(values, f"{section}.{key}", value, {})
+    return _build(Config, values, prefix="", origin={})
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("config file not found", file=path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read config: {exc}", file=path) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise InputError(f"invalid YAML: {getattr(exc, 'problem', exc)}", file=path, line=line) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError("a config file must be a mapping of sections", file=path)
+    return data
+
+
+def _merge(values: dict, data: dict, prefix: str, source: str, origin: dict[str, str]) -> None:
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in values:
+            raise InputError(f"unknown key {dotted!r}", file=source, field=dotted)
+        if isinstance(values[key], dict):
+            if not isinstance(value, dict):
+                raise InputError(f"{dotted!r} must be a mapping", file=source, field=dotted)
+            _merge(values[key], value, f"{dotted}.", source, origin)
+        else:
+            values[key] = value
+            origin[dotted] = source
+
+
+def _assign(values: dict, dotted: str, value: Any, origin: dict[str, str]) -> None:
+    node = values
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            raise InputError(f"unknown key {dotted!r}", field="--set")
+        if i == len(parts) - 1:
+            if isinstance(node[part], dict):
+                raise InputError(f"{dotted!r} is a section; set one of its keys", field="--set")
+            node[part] = value
+            origin[dotted] = "--set"
+        node = node[part]
+
+
+def _build(cls: type, values: dict, prefix: str, origin: dict[str, str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        dotted = f"{prefix}{f.name}"
+        value = values[f.name]
+        if dataclasses.is_dataclass(hints[f.name]):
+            kwargs[f.name] = _build(hints[f.name], value, f"{dotted}.", origin)
+        else:
+            kwargs[f.name] = _coerce(hints[f.name], value, dotted, origin.get(dotted))
+    try:
+        return cls(**kwargs)
+    except _Invalid as exc:
+        dotted = f"{prefix}{exc.name}"
+        raise InputError(str(exc), file=origin.get(dotted), field=dotted) from None
+
+
+def _coerce(hint: Any, value: Any, dotted: str, source: str | None) -> Any:
+    def fail(expected: str) -> InputError:
+        return InputError(f"expected {expected}, got {value!r}", file=source, field=dotted)
+
+    kind = typing.get_origin(hint)
+    if kind is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise fail("one of " + ", ".join(map(str, choices)))
+        return value
+    if kind is tuple:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise fail("a list of strings")
+        return tuple(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise fail("true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail("an integer")
+        return value
+    if hint is float:
+        if isinstance(value, str):  # YAML reads 1e-5 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise fail("a finite number") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise fail("a finite number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise fail("a string")
+        return value
+    raise TypeError(f"unsupported config type {hint!r} for {dotted}")

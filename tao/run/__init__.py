@@ -1,0 +1,1 @@
+"""The run directory: its paths, prompt pool, round plans, version registry, budget and report."""
