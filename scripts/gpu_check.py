@@ -53,15 +53,28 @@ def build_llama_8b(path: Path) -> dict:
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIALS[0]))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, bos_token=SPECIALS[1], eos_token=SPECIALS[2], pad_token=SPECIALS[2],
-        unk_token=SPECIALS[0], padding_side="left",
-    )  # fmt: skip
+        tokenizer_object=core,
+        bos_token=SPECIALS[1],
+        eos_token=SPECIALS[2],
+        pad_token=SPECIALS[2],
+        unk_token=SPECIALS[0],
+        padding_side="left",
+    )
     tokenizer.chat_template = CHATML
     config = LlamaConfig(
-        vocab_size=VOCAB, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-        num_key_value_heads=8, max_position_embeddings=8192, rope_theta=500000.0, tie_word_embeddings=False,
-        bos_token_id=1, eos_token_id=2, pad_token_id=2,
-    )  # fmt: skip
+        vocab_size=VOCAB,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=8192,
+        rope_theta=500000.0,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
     started = time.perf_counter()
     torch.manual_seed(0)
     with torch.device("cuda"):

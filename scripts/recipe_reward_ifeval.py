@@ -73,8 +73,20 @@ def main() -> None:
     times = {}
 
     started = time.perf_counter()
-    labelled = tao("reward", "label", "--rollouts", args.train_round / "candidates.jsonl", "--by", "rule:instructions",
-                   "--margin", args.margin, "--per-prompt", args.per_prompt, "--out", work / "pairs.jsonl")  # fmt: skip
+    labelled = tao(
+        "reward",
+        "label",
+        "--rollouts",
+        args.train_round / "candidates.jsonl",
+        "--by",
+        "rule:instructions",
+        "--margin",
+        args.margin,
+        "--per-prompt",
+        args.per_prompt,
+        "--out",
+        work / "pairs.jsonl",
+    )
     times["label"] = round(time.perf_counter() - started, 1)
     started = time.perf_counter()
     tao("reward", "train", "--pairs", work / "pairs.jsonl", "--out", work / "rm", "--quiet", *sets)
@@ -84,8 +96,22 @@ def main() -> None:
     seen = {json.loads(line)["prompt_id"] for line in (work / "pairs.jsonl").read_text().splitlines()}
     seen |= {p["id"] for p in json.loads((args.train_round / "plan.json").read_text())["prompts"]}
     candidates, prompts, n_unseen = unseen_candidates(args.unseen, seen, work)
-    tao("reward", "label", "--rollouts", candidates, "--prompts", prompts, "--by", "rule:instructions",
-        "--margin", args.margin, "--per-prompt", args.per_prompt, "--out", work / "unseen-pairs.jsonl")  # fmt: skip
+    tao(
+        "reward",
+        "label",
+        "--rollouts",
+        candidates,
+        "--prompts",
+        prompts,
+        "--by",
+        "rule:instructions",
+        "--margin",
+        args.margin,
+        "--per-prompt",
+        args.per_prompt,
+        "--out",
+        work / "unseen-pairs.jsonl",
+    )
     started = time.perf_counter()
     evaluated = json.loads(
         tao(
@@ -98,7 +124,7 @@ def main() -> None:
             "--verifier",
             "rule:instructions",
             *sets,
-        )  # fmt: skip
+        )
     )
     times["eval"] = round(time.perf_counter() - started, 1)
     result = {
@@ -119,9 +145,11 @@ def main() -> None:
     acc, unseen = result["held_out_pairwise_accuracy"], evaluated["accuracy"]
     print(f"pairs: {manifest['data']}")
     print(f"held-out pairwise accuracy: {acc['mean']:.3f} [{acc['low']:.3f}, {acc['high']:.3f}] (n={acc['n']})")
-    print(f"unseen prompts ({n_unseen}): pairwise accuracy {unseen['mean']:.3f} [{unseen['low']:.3f}, "
-          f"{unseen['high']:.3f}] (n={unseen['n']}); Spearman with the checker "
-          f"{evaluated['verifier']['spearman']} over {evaluated['verifier']['answers_scored']} answers")  # fmt: skip
+    print(
+        f"unseen prompts ({n_unseen}): pairwise accuracy {unseen['mean']:.3f} [{unseen['low']:.3f}, "
+        f"{unseen['high']:.3f}] (n={unseen['n']}); Spearman with the checker "
+        f"{evaluated['verifier']['spearman']} over {evaluated['verifier']['answers_scored']} answers"
+    )
     print(f"times: {times}; wrote {args.out}")
 
 

@@ -261,9 +261,14 @@ def update(
 
 
 def train_round(
-    rp: RoundPaths, policy: Policy, config: Config, prompts: tuple[Prompt, ...], parent: Path | None, seed: int,
+    rp: RoundPaths,
+    policy: Policy,
+    config: Config,
+    prompts: tuple[Prompt, ...],
+    parent: Path | None,
+    seed: int,
     console: Console,
-) -> dict:  # fmt: skip
+) -> dict:
     """The round's GRPO update from ``parent``; its adapter is saved to the round's temporary adapter path."""
     groups = read_groups(rp.candidates, prompts, policy.tokenizer)
     method = rft_update if config.update.method == "rft" else grpo_update

@@ -40,73 +40,214 @@ CASES = [
     Case("array line", {"p.jsonl": '["say hi"]\n'}, RUN, "expected a JSON object", "p.jsonl:1"),
     Case("no prompt field", {"p.jsonl": '{"text": "hi"}\n'}, RUN, "no prompt", "p.jsonl:1"),
     Case("two prompt fields", {"p.jsonl": '{"prompt": "a", "messages": []}\n'}, RUN, "ambiguous", "p.jsonl:1"),
-    Case("number content", {"p.jsonl": '{"messages": [{"role": "user", "content": 5}]}\n'}, RUN,
-         "expected a string, got int", "messages[0].content"),
+    Case(
+        "number content",
+        {"p.jsonl": '{"messages": [{"role": "user", "content": 5}]}\n'},
+        RUN,
+        "expected a string, got int",
+        "messages[0].content",
+    ),
     Case("null prompt", {"p.jsonl": '{"prompt": null}\n'}, RUN, "expected a string, got NoneType", "prompt"),
     Case("empty prompt", {"p.jsonl": '{"prompt": "   "}\n'}, RUN, "empty prompt", "p.jsonl:1"),
-    Case("unknown role", {"p.jsonl": '{"messages": [{"role": "robot", "content": "x"}]}\n'}, RUN,
-         "role must be one of", "messages[0].role"),
-    Case("last turn not the user's", {"p.jsonl": json.dumps({"messages": [
-        {"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}) + "\n"}, RUN,
-         "last message must be the user's", "messages[-1].role"),
-    Case("tool calls", {"p.jsonl": json.dumps({"messages": [
-        {"role": "user", "content": "weather?"},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "1", "type": "function"}]},
-        {"role": "tool", "content": "sunny"}, {"role": "user", "content": "so?"}]}) + "\n"}, RUN,
-         "tool calls are not supported", "messages[1]"),
-    Case("image part", {"p.jsonl": json.dumps({"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "x"}}]}]}) + "\n"}, RUN,
-         "only text content parts", "content[0]"),
-    Case("duplicate id", {"p.jsonl": '{"prompt": "a", "id": 1}\n{"prompt": "b", "id": 1}\n'}, RUN,
-         "duplicate id '1'", "p.jsonl:2"),
+    Case(
+        "unknown role",
+        {"p.jsonl": '{"messages": [{"role": "robot", "content": "x"}]}\n'},
+        RUN,
+        "role must be one of",
+        "messages[0].role",
+    ),
+    Case(
+        "last turn not the user's",
+        {
+            "p.jsonl": json.dumps(
+                {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}
+            )
+            + "\n"
+        },
+        RUN,
+        "last message must be the user's",
+        "messages[-1].role",
+    ),
+    Case(
+        "tool calls",
+        {
+            "p.jsonl": json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": "weather?"},
+                        {"role": "assistant", "content": None, "tool_calls": [{"id": "1", "type": "function"}]},
+                        {"role": "tool", "content": "sunny"},
+                        {"role": "user", "content": "so?"},
+                    ]
+                }
+            )
+            + "\n"
+        },
+        RUN,
+        "tool calls are not supported",
+        "messages[1]",
+    ),
+    Case(
+        "image part",
+        {
+            "p.jsonl": json.dumps(
+                {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}
+            )
+            + "\n"
+        },
+        RUN,
+        "only text content parts",
+        "content[0]",
+    ),
+    Case(
+        "duplicate id",
+        {"p.jsonl": '{"prompt": "a", "id": 1}\n{"prompt": "b", "id": 1}\n'},
+        RUN,
+        "duplicate id '1'",
+        "p.jsonl:2",
+    ),
     Case("id not a string", {"p.jsonl": '{"prompt": "a", "id": [1]}\n'}, RUN, "non-empty string or integer", "id"),
     Case("reserved metadata", {"p.jsonl": '{"prompt": "a", "completions": 1}\n'}, RUN, "reserved", "completions"),
-    Case("every prompt too long", {"p.jsonl": json.dumps({"prompt": "word " * 3000}) + "\n"}, RUN,
-         "no training prompts", "p.jsonl"),
+    Case(
+        "every prompt too long",
+        {"p.jsonl": json.dumps({"prompt": "word " * 3000}) + "\n"},
+        RUN,
+        "no training prompts",
+        "p.jsonl",
+    ),
     # configs
-    Case("config unknown key", {"p.jsonl": GOOD, "c.yaml": "rollout:\n  temprature: 0.7\n"},
-         (*RUN, "--config", "{tmp}/c.yaml"), "unknown key", "rollout.temprature"),
-    Case("config wrong type", {"p.jsonl": GOOD, "c.yaml": "run:\n  rounds: two\n"},
-         (*RUN, "--config", "{tmp}/c.yaml"), "expected an integer", "run.rounds"),
+    Case(
+        "config unknown key",
+        {"p.jsonl": GOOD, "c.yaml": "rollout:\n  temprature: 0.7\n"},
+        (*RUN, "--config", "{tmp}/c.yaml"),
+        "unknown key",
+        "rollout.temprature",
+    ),
+    Case(
+        "config wrong type",
+        {"p.jsonl": GOOD, "c.yaml": "run:\n  rounds: two\n"},
+        (*RUN, "--config", "{tmp}/c.yaml"),
+        "expected an integer",
+        "run.rounds",
+    ),
     Case("negative time budget", {"p.jsonl": GOOD}, (*RUN, "--minutes", "-5"), "must be >= 0", "run.minutes"),
-    Case("config invalid YAML", {"p.jsonl": GOOD, "c.yaml": "run:\n  rounds: [1\n"},
-         (*RUN, "--config", "{tmp}/c.yaml"), "invalid YAML", "c.yaml:"),
-    Case("config not a mapping", {"p.jsonl": GOOD, "c.yaml": "- 1\n"}, (*RUN, "--config", "{tmp}/c.yaml"),
-         "mapping", "c.yaml"),
-    Case("config with tabs and BOM", {"p.jsonl": GOOD, "c.yaml": "\ufeffrun:\n\trounds: 2\n"},
-         (*RUN, "--config", "{tmp}/c.yaml"), "invalid YAML", "c.yaml"),
-    Case("override out of range", {"p.jsonl": GOOD}, (*RUN, "--set", "update.group_size=64"),
-         "must be <= rollout.num_candidates", "update.group_size"),
+    Case(
+        "config invalid YAML",
+        {"p.jsonl": GOOD, "c.yaml": "run:\n  rounds: [1\n"},
+        (*RUN, "--config", "{tmp}/c.yaml"),
+        "invalid YAML",
+        "c.yaml:",
+    ),
+    Case(
+        "config not a mapping",
+        {"p.jsonl": GOOD, "c.yaml": "- 1\n"},
+        (*RUN, "--config", "{tmp}/c.yaml"),
+        "mapping",
+        "c.yaml",
+    ),
+    Case(
+        "config with tabs and BOM",
+        {"p.jsonl": GOOD, "c.yaml": "\ufeffrun:\n\trounds: 2\n"},
+        (*RUN, "--config", "{tmp}/c.yaml"),
+        "invalid YAML",
+        "c.yaml",
+    ),
+    Case(
+        "override out of range",
+        {"p.jsonl": GOOD},
+        (*RUN, "--set", "update.group_size=64"),
+        "must be <= rollout.num_candidates",
+        "update.group_size",
+    ),
     # strategy guides and scorers named in the config
-    Case("guide file empty", {"p.jsonl": GOOD, "g.txt": "\n---\n"},
-         (*RUN, "--set", "rollout.strategies=[guide:{tmp}/g.txt]"), "the guide file is empty", "g.txt"),
-    Case("scorer file missing", {"p.jsonl": GOOD}, (*RUN, "--reward", "{tmp}/nope.py:score"),
-         "reward function file not found", "nope.py"),
+    Case(
+        "guide file empty",
+        {"p.jsonl": GOOD, "g.txt": "\n---\n"},
+        (*RUN, "--set", "rollout.strategies=[guide:{tmp}/g.txt]"),
+        "the guide file is empty",
+        "g.txt",
+    ),
+    Case(
+        "scorer file missing",
+        {"p.jsonl": GOOD},
+        (*RUN, "--reward", "{tmp}/nope.py:score"),
+        "reward function file not found",
+        "nope.py",
+    ),
     Case("unknown rule", {"p.jsonl": GOOD}, (*RUN, "--reward", "rule:telepathy"), "unknown rule", "rule:telepathy"),
     # labeled data (tao sft)
     Case("labeled: no answer", {"l.jsonl": '{"prompt": "a"}\n'}, SFT, "no answer", "l.jsonl:1", ("sft",)),
-    Case("labeled: empty answer", {"l.jsonl": '{"prompt": "a", "completion": ""}\n'}, SFT,
-         "expected a non-empty string", "completion", ("sft",)),
-    Case("labeled: truncated", {"l.jsonl": '{"prompt": "a", "completion": "b"}\n{"prompt"'}, SFT,
-         "invalid JSON", "l.jsonl:2", ("sft",)),
+    Case(
+        "labeled: empty answer",
+        {"l.jsonl": '{"prompt": "a", "completion": ""}\n'},
+        SFT,
+        "expected a non-empty string",
+        "completion",
+        ("sft",),
+    ),
+    Case(
+        "labeled: truncated",
+        {"l.jsonl": '{"prompt": "a", "completion": "b"}\n{"prompt"'},
+        SFT,
+        "invalid JSON",
+        "l.jsonl:2",
+        ("sft",),
+    ),
     # preference pairs (tao reward train)
-    Case("pairs: same answers", {"pairs.jsonl": '{"prompt": "p", "chosen": "a", "rejected": "a"}\n'}, PAIRS,
-         "chosen and rejected are the same answer", "pairs.jsonl:1", ("rm",)),
-    Case("pairs: no rejected", {"pairs.jsonl": '{"prompt": "p", "chosen": "a"}\n'}, PAIRS, 'missing "rejected"',
-         "pairs.jsonl:1", ("rm",)),
+    Case(
+        "pairs: same answers",
+        {"pairs.jsonl": '{"prompt": "p", "chosen": "a", "rejected": "a"}\n'},
+        PAIRS,
+        "chosen and rejected are the same answer",
+        "pairs.jsonl:1",
+        ("rm",),
+    ),
+    Case(
+        "pairs: no rejected",
+        {"pairs.jsonl": '{"prompt": "p", "chosen": "a"}\n'},
+        PAIRS,
+        'missing "rejected"',
+        "pairs.jsonl:1",
+        ("rm",),
+    ),
     # files tao wrote, damaged since
-    Case("run.json not JSON", {"p.jsonl": GOOD, "run/run.json": "{oops", "run/split.json": "{}"}, RUN,
-         "cannot read", "run.json"),
-    Case("split.json of another shape", {"p.jsonl": GOOD, "run/split.json": "[]"}, RUN, "not a split tao wrote",
-         "split.json"),
-    Case("pool.sqlite not a database", {"p.jsonl": GOOD, "run/pool.sqlite": "not sqlite at all"}, RUN,
-         "not a prompt pool tao wrote", "pool.sqlite"),
-    Case("run of another base model", {"p.jsonl": GOOD, "run/run.json": '{"base_model": {"sha256": "x"}}'}, RUN,
-         "started on another base model", "run.json"),
-    Case("explore with a pickled adapter",
-         {"p.jsonl": GOOD, "ad/adapter_config.json": "{}", "ad/adapter_model.bin": "x"},
-         (*EXPLORE, "--adapter", "{tmp}/ad"), "safetensors only", "ad", ("out.jsonl",)),
-]  # fmt: skip
+    Case(
+        "run.json not JSON",
+        {"p.jsonl": GOOD, "run/run.json": "{oops", "run/split.json": "{}"},
+        RUN,
+        "cannot read",
+        "run.json",
+    ),
+    Case(
+        "split.json of another shape",
+        {"p.jsonl": GOOD, "run/split.json": "[]"},
+        RUN,
+        "not a split tao wrote",
+        "split.json",
+    ),
+    Case(
+        "pool.sqlite not a database",
+        {"p.jsonl": GOOD, "run/pool.sqlite": "not sqlite at all"},
+        RUN,
+        "not a prompt pool tao wrote",
+        "pool.sqlite",
+    ),
+    Case(
+        "run of another base model",
+        {"p.jsonl": GOOD, "run/run.json": '{"base_model": {"sha256": "x"}}'},
+        RUN,
+        "started on another base model",
+        "run.json",
+    ),
+    Case(
+        "explore with a pickled adapter",
+        {"p.jsonl": GOOD, "ad/adapter_config.json": "{}", "ad/adapter_model.bin": "x"},
+        (*EXPLORE, "--adapter", "{tmp}/ad"),
+        "safetensors only",
+        "ad",
+        ("out.jsonl",),
+    ),
+]
 
 
 def snapshot(root: Path) -> dict[str, bytes]:

@@ -128,9 +128,18 @@ def test_the_second_round_shows_the_first_rounds_best_answers(tiny_model, prompt
         tao.loop, "grpo_update", lambda m, t, groups, *a: trained.extend(groups) or real(m, t, groups, *a)
     )
     result = cli(
-        "run", "--prompts", prompts_file, "--model", tiny_model, "--run-dir", run_dir, "--quiet", *sets,
-        "--rounds", "2",
-    )  # fmt: skip
+        "run",
+        "--prompts",
+        prompts_file,
+        "--model",
+        tiny_model,
+        "--run-dir",
+        run_dir,
+        "--quiet",
+        *sets,
+        "--rounds",
+        "2",
+    )
     assert result.exit_code == 0, result.output
     second = [json.loads(x) for x in (run_dir / "round-0002/candidates.jsonl").read_text().splitlines()]
     contexts = {r["prompt_id"]: r["context"] for r in second if r["strategy"] == "exemplars"}

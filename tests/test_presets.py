@@ -179,8 +179,14 @@ def test_activation_count_matches_what_autograd_keeps():
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    arch = em.Arch(hidden_size=256, num_hidden_layers=2, intermediate_size=896, num_attention_heads=4,
-                   num_key_value_heads=2, vocab_size=512)  # fmt: skip
+    arch = em.Arch(
+        hidden_size=256,
+        num_hidden_layers=2,
+        intermediate_size=896,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=512,
+    )
     rank, batch, seq = 8, 2, 48
 
     def saved_bytes(layers: int) -> int:

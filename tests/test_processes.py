@@ -82,11 +82,17 @@ def test_bad_input_under_the_launcher_ends_every_process(tiny_model, tmp_path):
     ("env", "message"),
     [
         ({"ACCELERATE_USE_FSDP": "true", "FSDP_OFFLOAD_PARAMS": "true"}, "fsdp_offload_params: false"),
-        ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3",
-          "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE": "cpu", "ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL": "true"},
-         "offload_param_device: none"),
+        (
+            {
+                "ACCELERATE_USE_DEEPSPEED": "true",
+                "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3",
+                "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE": "cpu",
+                "ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL": "true",
+            },
+            "offload_param_device: none",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_4bit_base_with_parameter_offload_is_refused(monkeypatch, env, message):
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -178,9 +178,9 @@ def test_holdout_is_deterministic_and_stable_when_prompts_are_appended(tmp_path)
     assert _held(_pool(tmp_path, ids, seed=1, name="c")) != _held(first)  # the seed matters
     before = _held(first)
     grown_file = tmp_path / "a.jsonl"
-    grown_file.write_text(grown_file.read_text() + "".join(
-        json.dumps({"id": f"new-{i}", "prompt": f"new {i}"}) + "\n" for i in range(50)
-    ))  # fmt: skip
+    grown_file.write_text(
+        grown_file.read_text() + "".join(json.dumps({"id": f"new-{i}", "prompt": f"new {i}"}) + "\n" for i in range(50))
+    )
     with first.ingest(grown_file, 0.2, 0) as version:
         assert (version.version, version.prompts, version.new) == (2, 150, 50)
     assert _held(first)[:20] == before  # old assignments never move

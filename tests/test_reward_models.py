@@ -28,8 +28,18 @@ def trained(tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("rm")
     pairs = write_jsonl(root / "pairs.jsonl", synthetic_pairs(80))
     sets = ["reward_model.learning_rate=2e-3", "reward_model.epochs=3", "reward_model.batch_size=8"]
-    result = cli("reward", "train", "--pairs", pairs, "--out", root / "rm", "--model", tiny_model, "--quiet",
-                 *[x for s in sets for x in ("--set", s)])  # fmt: skip
+    result = cli(
+        "reward",
+        "train",
+        "--pairs",
+        pairs,
+        "--out",
+        root / "rm",
+        "--model",
+        tiny_model,
+        "--quiet",
+        *[x for s in sets for x in ("--set", s)],
+    )
     assert result.exit_code == 0, result.output
     return root, result.output
 
@@ -42,8 +52,16 @@ def test_a_learnable_preference_is_learned_and_measured_on_held_out_prompts(trai
     assert accuracy["n"] == 16 and accuracy["mean"] >= 0.9, accuracy
     assert "accuracy" in output and f"rm:{root / 'rm' / 'model'}" in output
     assert not list((root / "rm" / "model").glob("*.bin")) and (root / "rm" / "model" / "config.json").is_file()
-    evaluated = cli("reward", "eval", "--model", root / "rm" / "model", "--pairs", root / "pairs.jsonl",
-                    "--verifier", "rule:regex:^[a-z ]+$")  # fmt: skip
+    evaluated = cli(
+        "reward",
+        "eval",
+        "--model",
+        root / "rm" / "model",
+        "--pairs",
+        root / "pairs.jsonl",
+        "--verifier",
+        "rule:regex:^[a-z ]+$",
+    )
     assert evaluated.exit_code == 0, evaluated.output
     result = json.loads(evaluated.output)
     assert result["chosen"]["mean"] > result["rejected"]["mean"] and result["accuracy"]["mean"] >= 0.9
@@ -67,8 +85,18 @@ def test_a_bfloat16_base_trains_a_reward_model_saved_in_float32(tiny_model, tmp_
         "reward_model.epochs=3",
         "reward_model.batch_size=8",
     ]
-    result = cli("reward", "train", "--pairs", pairs, "--out", tmp_path / "rm", "--model", tiny_model, "--quiet",
-                 *[x for s in sets for x in ("--set", s)])  # fmt: skip
+    result = cli(
+        "reward",
+        "train",
+        "--pairs",
+        pairs,
+        "--out",
+        tmp_path / "rm",
+        "--model",
+        tiny_model,
+        "--quiet",
+        *[x for s in sets for x in ("--set", s)],
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "rm" / "manifest.json").read_text())
     assert loads == [("none", "bfloat16"), ("none", "float32")]  # trained over bfloat16, merged into float32
@@ -121,8 +149,18 @@ def test_label_command_reads_a_rounds_candidates_and_writes_loadable_pairs(tiny_
     from tests.test_loop import tao_run
 
     assert tao_run(prompts_file, tiny_model, tmp_path / "run").exit_code == 0
-    result = cli("reward", "label", "--rollouts", tmp_path / "run/round-0001/candidates.jsonl",
-                 "--by", "tests.rewards:letter_a", "--margin", "1", "--out", tmp_path / "pairs.jsonl")  # fmt: skip
+    result = cli(
+        "reward",
+        "label",
+        "--rollouts",
+        tmp_path / "run/round-0001/candidates.jsonl",
+        "--by",
+        "tests.rewards:letter_a",
+        "--margin",
+        "1",
+        "--out",
+        tmp_path / "pairs.jsonl",
+    )
     assert result.exit_code == 0, result.output
     _, pairs = load_pairs(tmp_path / "pairs.jsonl")
     assert pairs and all(p.chosen.count("a") >= p.rejected.count("a") + 1 for p in pairs)
@@ -150,8 +188,10 @@ def test_bad_pairs_are_one_line_errors(tmp_path, line, problem, field):
 
 
 def test_chat_form_pairs_and_the_split_by_prompt(tmp_path):
-    chat = {"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "good"}],
-            "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "bad"}]}  # fmt: skip
+    chat = {
+        "chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "good"}],
+        "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "bad"}],
+    }
     _, [pair] = load_pairs(write_jsonl(tmp_path / "p.jsonl", [chat]))
     assert (pair.prompt.text, pair.chosen, pair.rejected) == ("q", "good", "bad")
     pairs = [Pair(Prompt(f"p{i % 10}", (Message("user", f"q{i % 10}"),)), "a", "b") for i in range(40)]

@@ -59,9 +59,16 @@ def test_a_bad_strategy_setting_is_a_one_line_error_before_any_work(tiny_model, 
     assert result.exit_code == 2 and "rollout.strategies: 'warp': unknown strategy" in result.output
     missing = tmp_path / "missing.txt"
     result = cli(
-        "run", "--prompts", prompts_file, "--model", tiny_model, "--run-dir", tmp_path / "r",
-        "--set", f"rollout.strategies=[guide:{missing}]",
-    )  # fmt: skip
+        "run",
+        "--prompts",
+        prompts_file,
+        "--model",
+        tiny_model,
+        "--run-dir",
+        tmp_path / "r",
+        "--set",
+        f"rollout.strategies=[guide:{missing}]",
+    )
     assert result.exit_code == 2 and str(missing) in result.output and "cannot read the guide file" in result.output
     assert not (tmp_path / "r").exists()
 

@@ -139,7 +139,11 @@ def test_exported_adapter_and_merged_model_answer_as_the_round(root, tiny_model,
     out = cli("export", "support/round-0002", "--out", tmp_path / "adapter", "--runs", root)
     assert out.exit_code == 0, out.output
     assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == [
-        "README.md", "adapter_config.json", "adapter_model.safetensors", "tao_manifest.json"]  # fmt: skip
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tao_manifest.json",
+    ]
     card = (tmp_path / "adapter/README.md").read_text()
     assert "support/round-0002" in card and "support/round-0001" in card and "--lora-modules" in card
     assert json.loads((tmp_path / "adapter/tao_manifest.json").read_text())["base_model"]["sha256"] in card

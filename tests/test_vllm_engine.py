@@ -89,9 +89,15 @@ def test_tensor_parallelism_without_the_gpus_stops_a_run_before_any_work(tiny_mo
     run_dir = tmp_path / "run"
     settings = ["rollout.engine=vllm", "rollout.tensor_parallel_size=2"]
     result = cli(
-        "run", "--prompts", prompts_file, "--model", tiny_model, "--run-dir", run_dir,
+        "run",
+        "--prompts",
+        prompts_file,
+        "--model",
+        tiny_model,
+        "--run-dir",
+        run_dir,
         *(x for s in settings for x in ("--set", s)),
-    )  # fmt: skip
+    )
     assert result.exit_code == 2
     found = torch.cuda.device_count()
     assert result.output == (

@@ -254,9 +254,16 @@ def test_a_round_on_the_server_engine(fake, tiny_model, prompts_file, tmp_path):
     run_dir = tmp_path / "run"
     settings = [*TINY, "rollout.engine=vllm-server", f"rollout.server_url={fake.url}"]
     result = cli(
-        "run", "--prompts", prompts_file, "--model", tiny_model, "--run-dir", run_dir, "--quiet",
+        "run",
+        "--prompts",
+        prompts_file,
+        "--model",
+        tiny_model,
+        "--run-dir",
+        run_dir,
+        "--quiet",
         *(x for s in settings for x in ("--set", s)),
-    )  # fmt: skip
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((run_dir / "round-0001" / "manifest.json").read_text())
     assert manifest["engines"] == {"explore": "vllm-server", "evaluate": "vllm-server"}

@@ -61,8 +61,13 @@ def eval_command(
 @click.option("--rollouts", required=True, type=click.Path(path_type=Path), help="Candidates JSONL (prompt_id, text).")
 @click.option("--by", "scorers", multiple=True, required=True, metavar="SPEC[=WEIGHT]", help="Scorer, repeatable.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Pairs JSONL to write.")
-@click.option("--prompts", "prompts_path", type=click.Path(path_type=Path), default=None,
-              help="The prompts [default: the round's plan.json beside the rollouts].")  # fmt: skip
+@click.option(
+    "--prompts",
+    "prompts_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The prompts [default: the round's plan.json beside the rollouts].",
+)
 @click.option("--margin", type=float, default=0.5, show_default=True, help="Least score difference of a pair.")
 @click.option("--per-prompt", type=click.IntRange(min=1), default=2, show_default=True, help="Most pairs per prompt.")
 @friendly

@@ -59,8 +59,10 @@ def model_card(root: Path, version: Version, out: Path, merge: bool) -> str:
     m = version.manifest
     base = m["base_model"]
     chain = lineage(root, version)
-    rows = "\n".join(f"| {v.name} | {v.kind} | {v.manifest.get('created', '')} | {_data(v.manifest)} | "
-                     f"{held_out(v.manifest)} |" for v in chain)  # fmt: skip
+    rows = "\n".join(
+        f"| {v.name} | {v.kind} | {v.manifest.get('created', '')} | {_data(v.manifest)} | {held_out(v.manifest)} |"
+        for v in chain
+    )
     serve = (
         f"    vllm serve {out}\n\n    AutoModelForCausalLM.from_pretrained('{out}')"
         if merge
