@@ -22,16 +22,19 @@ throughout and the update skips it as having no signal).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from reward import ifeval
 from reward.function import FunctionScorer, load_function
+from reward.judge import JudgeScorer
 from reward.rules import MajorityScorer, RuleScorer, rule_check
 from tao.core.errors import InputError
 from tao.core.specs import split_weight
-from tao.core.types import Candidate, Prompt, Score
+from tao.core.types import Candidate, Prompt, Score, Scored
+
+GROUPS_AT_ONCE = 8  # prompts whose candidates are scored in one call (a judge may compare a group's candidates)
 
 
 class Scorer(Protocol):
@@ -46,8 +49,6 @@ def build_scorer(spec: str, trust_remote_code: bool = False, base_model: str = "
     """The scorer a spec names; a judge without ``@MODEL`` is ``base_model`` (the run's base)."""
     kind, _, rest = spec.partition(":")
     if kind in ("judge", "judge_group") and rest:
-        from reward.judge import JudgeScorer
-
         return JudgeScorer(spec, kind == "judge_group", base_model, trust_remote_code)
     if kind == "ifeval":
         return ifeval.build(spec)
@@ -110,6 +111,28 @@ class RewardSet:
             total = sum(v * w for v, w in present) if present else None
             scores.append(Score(total, parts))
         return scores
+
+    def score_groups(
+        self, prompts: Sequence[Prompt], candidates: Sequence[Candidate], progress: Callable[[int], None] | None = None
+    ) -> list[Scored]:
+        """Every candidate of ``prompts`` (in prompt order), scored whole groups at a time: a scorer may compare a
+        group's candidates. ``progress`` is told how many prompts each chunk held."""
+        groups: dict[str, list[Candidate]] = {p.id: [] for p in prompts}
+        for c in candidates:
+            groups[c.prompt_id].append(c)
+        out: list[Scored] = []
+        for start in range(0, len(prompts), GROUPS_AT_ONCE):
+            chunk = prompts[start : start + GROUPS_AT_ONCE]
+            members = [c for p in chunk for c in groups[p.id]]
+            scores = self.score([p for p in chunk for _ in groups[p.id]], members)
+            out += [Scored(c, s) for c, s in zip(members, scores, strict=True)]
+            if progress:
+                progress(len(chunk))
+        return out
+
+    def unparsed(self) -> dict[str, int]:
+        """Per judge, the candidates whose verdict it could not read (scored None)."""
+        return {s.name: s.unparsed for s, _ in self.weighted if isinstance(s, JudgeScorer) and s.unparsed}
 
     def totals(self, prompts: Sequence[Prompt], candidates: Sequence[Candidate]) -> list[float | None]:
         """The weighted totals alone (what best-of-N exploration ranks by)."""

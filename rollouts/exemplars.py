@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tao.core.types import Prompt
+from tao.core.types import Prompt, Scored
 
 TOP_SHARE = 0.1  # an exemplar scored in the top tenth of the earlier rounds' candidates
 SHOWN = "after exemplars "  # a candidate's context when it was shown exemplars, followed by their prompt ids
@@ -37,23 +37,24 @@ class Exemplar:
     score: float
 
 
-def gather(rounds: Iterable[tuple[Sequence[Prompt], Sequence[dict]]]) -> list[Exemplar]:
-    """From earlier rounds' (prompts, scored candidate rows): each prompt's best finished answer, when its score
-    is in the top tenth of all those rounds' scored candidates (ties with the cut included). A prompt explored
-    in several rounds keeps its best answer of all."""
+def gather(rounds: Iterable[tuple[Sequence[Prompt], Sequence[Scored]]]) -> list[Exemplar]:
+    """From earlier rounds' (prompts, scored candidates): each prompt's best finished answer, when its score is in
+    the top tenth of all those rounds' scored candidates (ties with the cut included). A prompt explored in several
+    rounds keeps its best answer of all."""
     best: dict[str, Exemplar] = {}
     scores: list[float] = []
-    for prompts, rows in rounds:
+    for prompts, scored in rounds:
         by_id = {p.id: p for p in prompts}
-        for row in rows:
-            if row["score"] is None:
+        for s in scored:
+            total, c = s.score.total, s.candidate
+            if total is None:
                 continue
-            scores.append(row["score"])
-            if not row["finished"] or row["prompt_id"] not in by_id:
+            scores.append(total)
+            if not c.finished or c.prompt_id not in by_id:
                 continue
-            old = best.get(row["prompt_id"])
-            if old is None or row["score"] > old.score:
-                best[row["prompt_id"]] = Exemplar(by_id[row["prompt_id"]], row["text"], row["score"])
+            old = best.get(c.prompt_id)
+            if old is None or total > old.score:
+                best[c.prompt_id] = Exemplar(by_id[c.prompt_id], c.text, total)
     if not scores:
         return []
     cut = float(np.quantile(scores, 1 - TOP_SHARE, method="lower"))

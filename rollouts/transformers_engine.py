@@ -13,14 +13,8 @@ from typing import Any
 
 from tao.core.console import Console
 from tao.core.errors import ResourceError
-from tao.core.model import Policy
+from tao.core.model import Policy, chat_token_ids
 from tao.core.types import Candidate, Prompt, Sampling
-
-
-def chat_token_ids(tokenizer: Any, prompt: Prompt) -> list[int]:
-    """The prompt as the model sees it: the chat template applied, the assistant turn opened."""
-    ids = tokenizer.apply_chat_template(prompt.chat(), add_generation_prompt=True, tokenize=True, return_dict=False)
-    return list(ids)
 
 
 def stop_token_ids(tokenizer: Any, model_dir: Path) -> list[int]:

@@ -41,9 +41,9 @@ sys.path.insert(0, str(ROOT))
 
 from reward.scorer import RewardSet  # noqa: E402
 from tao import evaluation  # noqa: E402
-from tao.commands.compare import held_out_items, summarize, wins_ties_losses  # noqa: E402
+from tao.commands.compare import held_out_items, summarize  # noqa: E402
 from tao.core.config import load_config  # noqa: E402
-from tao.core.types import Message, Prompt  # noqa: E402
+from tao.core.types import Answer, Message, Prompt  # noqa: E402
 from tao.run.paths import RunPaths  # noqa: E402
 from tao.run.registry import finished_rounds  # noqa: E402
 
@@ -102,8 +102,8 @@ def compare(args: argparse.Namespace, work: Path) -> Path:
     return out
 
 
-def rescored(rows: list[dict], prompts: list[Prompt], rewards: RewardSet) -> dict[str, float | None]:
-    return {r["prompt_id"]: r["score"] for r in evaluation.rescore(rows, prompts, rewards)}
+def rescored(answers: list[Answer], prompts: list[Prompt], rewards: RewardSet) -> dict[str, float | None]:
+    return {a.prompt_id: a.score for a in evaluation.rescore(answers, prompts, rewards)}
 
 
 def evaluate(args: argparse.Namespace, work: Path, ran: dict[str, str]) -> dict:
@@ -115,11 +115,11 @@ def evaluate(args: argparse.Namespace, work: Path, ran: dict[str, str]) -> dict:
     for items in sorted(out.glob("items-*.jsonl")):
         rows = [json.loads(line) for line in items.read_text().splitlines()]
         label = "base" if rows[0]["model"] == "base" else Path(rows[0]["model"]).name
-        models[label] = rows
+        models[label] = [Answer.from_row(r) for r in rows]
     by_id = {json.loads(line)["id"]: json.loads(line) for line in (work / "ifeval.jsonl").read_text().splitlines()}
     prompts = [
         Prompt(pid, (Message("user", by_id[pid]["prompt"]),), {k: v for k, v in by_id[pid].items() if k != "prompt"})
-        for pid in (r["prompt_id"] for r in models["base"])
+        for pid in (a.prompt_id for a in models["base"])
     ]
     preset = load_config(PRESET)
     scorers = {
@@ -150,19 +150,22 @@ def evaluate(args: argparse.Namespace, work: Path, ran: dict[str, str]) -> dict:
                 "vs_base": summary["differences"].get(f"{label} ") if label != "base" else None,
                 "wins_vs_base": summary["wins"].get(f"{label} ") if label != "base" else None,
             }
-        words = [len(r["text"].split()) for r in rows]
+        words = [len(a.text.split()) for a in rows]
         entry["answers"] = {"mean_words": float(np.mean(words)), "under_10_words": float(np.mean(np.less(words, 10)))}
         if label != "base":
             entry["rounds"] = rounds(work / label)
         result["models"][label] = entry
     tao, rft = (_rows(scored[a]["prompt_level"]) for a in ("tao", "rft"))
     diff = evaluation.paired_difference(rft, tao, seed=args.seed)
-    result["tao_minus_rft"] = {"prompt_level": asdict(diff) if diff else None, "wins": wins_ties_losses(rft, tao)}
+    result["tao_minus_rft"] = {
+        "prompt_level": asdict(diff) if diff else None,
+        "wins": evaluation.wins_ties_losses(rft, tao),
+    }
     return result
 
 
-def _rows(scores: dict[str, float | None]) -> list[dict]:
-    return [{"prompt_id": p, "score": s, "categories": []} for p, s in scores.items()]
+def _rows(scores: dict[str, float | None]) -> list[Answer]:
+    return [Answer(p, "", True, s, {}, "") for p, s in scores.items()]
 
 
 def rounds(run_dir: Path) -> list[dict]:

@@ -16,36 +16,36 @@ an alarm when
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from statistics import mean
 
-from reward.scorer import RewardSet, build_scorer
-from tao.core.types import Candidate, Prompt
+from reward.scorer import RewardSet
+from tao.core.types import Answer, Prompt
+from tao.evaluation import rescore
 
 REPETITION_DROP = 0.1  # a fall in the distinct-4-gram share larger than this is an alarm
+REPETITION = RewardSet(("rule:repetition",))
 
 
 def inspect(
     prompts: Sequence[Prompt],
-    base: Sequence[dict],
-    previous: Sequence[dict],
-    rows: Sequence[dict],
+    base: Sequence[Answer],
+    previous: Sequence[Answer],
+    answers: Sequence[Answer],
     check: RewardSet | None,
     max_length_ratio: float,
 ) -> dict:
-    """Figures and alarms for one round's held-out answers ``rows`` (rows as evaluation.evaluate writes them)."""
-    by_id = {p.id: p for p in prompts}
+    """Figures and alarms for one round's held-out ``answers``; ``check_mean`` is None without ``eval.check``."""
     figures: dict = {
-        "reward": _mean(r["score"] for r in rows),
-        "previous_reward": _mean(r["score"] for r in previous),
-        "length_ratio": _words(rows) / _words(base) if _words(base) else None,  # None: the base answered nothing
-        "repetition": _repetition(rows, by_id),
-        "base_repetition": _repetition(base, by_id),
+        "reward": _mean(a.score for a in answers),
+        "previous_reward": _mean(a.score for a in previous),
+        "length_ratio": _words(answers) / _words(base) if _words(base) else None,  # None: the base answered nothing
+        "repetition": _repetition(answers, prompts),
+        "base_repetition": _repetition(base, prompts),
+        "check": check.specs if check else None,
+        "check_mean": _mean(a.score for a in rescore(answers, prompts, check)) if check else None,
+        "previous_check_mean": _mean(a.score for a in rescore(previous, prompts, check)) if check else None,
     }
-    if check is not None:
-        figures["check"] = check.specs
-        figures["check_mean"] = _mean(check.totals(*_answers(rows, by_id)))
-        figures["previous_check_mean"] = _mean(check.totals(*_answers(previous, by_id)))
     figures["alarms"] = alarms(figures, max_length_ratio)
     return figures
 
@@ -68,25 +68,19 @@ def alarms(f: dict, max_length_ratio: float) -> list[str]:
 
 def best_round(evaluations: Sequence[tuple[int, dict]]) -> int | None:
     """The round whose held-out answers did best by the check (by the reward when there is no check)."""
-    scored = [(e.get("guard", {}).get("check_mean", e.get("mean")), i) for i, e in evaluations]
+    scored = [(e["mean"] if e["guard"]["check_mean"] is None else e["guard"]["check_mean"], i) for i, e in evaluations]
     scored = [(value, i) for value, i in scored if value is not None]
     return max(scored)[1] if scored else None
 
 
-def _answers(rows: Sequence[dict], by_id: dict[str, Prompt]) -> tuple[list[Prompt], list[Candidate]]:
-    prompts = [by_id[r["prompt_id"]] for r in rows]
-    candidates = [Candidate(r["prompt_id"], 0, r["text"], (), r["finished"], "greedy") for r in rows]
-    return prompts, candidates
+def _repetition(answers: Sequence[Answer], prompts: Sequence[Prompt]) -> float | None:
+    return _mean(a.score for a in rescore(answers, prompts, REPETITION))
 
 
-def _repetition(rows: Sequence[dict], by_id: dict[str, Prompt]) -> float | None:
-    return _mean(build_scorer("rule:repetition").score(*_answers(rows, by_id)))
+def _words(answers: Sequence[Answer]) -> float:
+    return mean(len(a.text.split()) for a in answers) if answers else 0.0
 
 
-def _words(rows: Sequence[dict]) -> float:
-    return mean(len(r["text"].split()) for r in rows) if rows else 0.0
-
-
-def _mean(values: object) -> float | None:
-    known = [v for v in values if v is not None]  # type: ignore[attr-defined]
+def _mean(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
     return mean(known) if known else None

@@ -8,12 +8,13 @@ import pytest
 from safetensors.torch import load_file
 
 from tao import evaluation
-from tao.commands.compare import summarize, wins_ties_losses, write_report
+from tao.commands.compare import summarize, write_report
+from tao.core.types import Answer
 from tests.conftest import cli, write_jsonl
 
 
-def rows(scores, categories=None):
-    return [{"prompt_id": pid, "score": s, "categories": (categories or {}).get(pid, [])} for pid, s in scores.items()]
+def rows(scores):
+    return [Answer(pid, "", True, s, {}, "r") for pid, s in scores.items()]
 
 
 def test_bootstrap_interval_contains_the_mean_and_narrows_with_data():
@@ -31,15 +32,15 @@ def test_differences_are_paired_per_item():
     other = rows({"a": 1.0, "b": 1.0, "c": 0.0, "d": 1.0, "x": 1.0})  # d and x have no base score: left out
     diff = evaluation.paired_difference(base, other)
     assert diff.n == 3 and diff.mean == pytest.approx((0 + 1 - 0.5) / 3)
-    assert wins_ties_losses(base, other) == {"wins": 1, "ties": 1, "losses": 1}
+    assert evaluation.wins_ties_losses(base, other) == {"wins": 1, "ties": 1, "losses": 1}
 
 
 def test_report_files_hold_the_numbers_of_a_small_case(tmp_path):
     cats = {"a": ["format"], "b": ["format", "case"], "c": ["case"]}
-    results = {"base": rows({"a": 0.0, "b": 0.0, "c": 1.0}, cats), "tao": rows({"a": 1.0, "b": 1.0, "c": 1.0}, cats)}
-    summary = summarize(results)
+    results = {"base": rows({"a": 0.0, "b": 0.0, "c": 1.0}), "tao": rows({"a": 1.0, "b": 1.0, "c": 1.0})}
+    summary = summarize(results, cats)
     header = {"prompts": "items.jsonl", "items": 3, "scorers": ["rule:exact"], "max_new_tokens": 8, "base_model": "m"}
-    write_report(tmp_path, summary, results, header)
+    write_report(tmp_path, summary, results, cats, header)
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["models"]["base"]["mean"] == pytest.approx(1 / 3) and report["models"]["tao"]["mean"] == 1.0
     assert report["differences"]["tao"]["mean"] == pytest.approx(2 / 3) and report["differences"]["tao"]["n"] == 3

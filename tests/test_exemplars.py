@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-import tao.loop
+import tao.update.round
 from rollouts import strategies
 from rollouts.exemplars import Exemplar, gather, nearest
 from rollouts.strategies import EXEMPLAR_ROOM, load_strategies
@@ -15,7 +15,7 @@ from tao.core.config import LoraConfig, ModelConfig
 from tao.core.console import Console
 from tao.core.model import BaseModel, Policy
 from tao.core.specs import parse_strategy
-from tao.core.types import Message, Prompt, Sampling
+from tao.core.types import Candidate, Message, Prompt, Sampling, Score, Scored
 from tests.conftest import TINY, cli
 
 
@@ -24,7 +24,7 @@ def ask(pid, text, system=None):
 
 
 def row(pid, score, text="", finished=True):
-    return {"prompt_id": pid, "score": score, "text": text, "finished": finished}
+    return Scored(Candidate(pid, 0, text, (1,), finished, "sample"), Score(score, {}))
 
 
 class Recording:
@@ -123,9 +123,9 @@ def test_the_second_round_shows_the_first_rounds_best_answers(tiny_model, prompt
         r.update(finished=True, score=99.0, text=f"EXEMPLAR {pid}")
     first.write_text("".join(json.dumps(r) + "\n" for r in rows))
     trained = []
-    real = tao.loop.grpo_update
+    real = tao.update.round.grpo_update
     monkeypatch.setattr(
-        tao.loop, "grpo_update", lambda m, t, groups, *a: trained.extend(groups) or real(m, t, groups, *a)
+        tao.update.round, "grpo_update", lambda m, t, groups, *a: trained.extend(groups) or real(m, t, groups, *a)
     )
     result = cli(
         "run",

@@ -4,7 +4,7 @@ import pytest
 
 import tao.guard
 from reward.scorer import RewardSet
-from tao.core.types import Message, Prompt
+from tao.core.types import Answer, Message, Prompt
 from tao.guard import alarms, best_round, inspect
 from tao.run.paths import RunPaths
 from tests.test_loop import tao_run
@@ -35,7 +35,7 @@ def test_inspect_scores_the_answers_with_the_check_and_against_the_previous_roun
     prompts = [Prompt(f"q{i}", (Message("user", "answer in lowercase"),)) for i in range(2)]
 
     def rows(texts, score):
-        return [{"prompt_id": f"q{i}", "text": t, "finished": True, "score": score} for i, t in enumerate(texts)]
+        return [Answer(f"q{i}", t, True, score, {}, "reward") for i, t in enumerate(texts)]
 
     base = rows(["Hello there my friend", "I hope you are having a very nice day"], 0.2)
     previous = rows(["hello there my friend", "i hope you are having a very nice day"], 0.5)
@@ -51,8 +51,9 @@ def test_inspect_scores_the_answers_with_the_check_and_against_the_previous_roun
 def test_best_round_prefers_the_check_then_the_reward():
     evaluations = [(1, {"mean": 0.9, "guard": {"check_mean": 0.2}}), (2, {"mean": 0.1, "guard": {"check_mean": 0.5}})]
     assert best_round(evaluations) == 2
-    assert best_round([(1, {"mean": 0.3, "guard": {}}), (2, {"mean": 0.4, "guard": {}})]) == 2
-    assert best_round([(1, {"prompts": 0})]) is None
+    no_check = {"check_mean": None}
+    assert best_round([(1, {"mean": 0.3, "guard": no_check}), (2, {"mean": 0.4, "guard": no_check})]) == 2
+    assert best_round([(1, {"prompts": 0, "mean": None, "guard": no_check})]) is None
 
 
 def test_guard_stop_ends_the_run_after_an_alarmed_round(tiny_model, prompts_file, tmp_path, monkeypatch):

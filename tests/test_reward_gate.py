@@ -50,9 +50,9 @@ def test_a_round_trains_on_the_gated_reward_and_compares_with_a_gated_base(
     scorers = "reward.scorers=[tests.rewards:letter_a, tests.rewards:constant=0.5]"
     first = tao_run(prompts_file, tiny_model, tmp_path / "run", "--set", scorers)  # round 1 ungated
     assert first.exit_code == 0, first.output
-    compared = []  # the rows the guard took as "previous", rounds 2 and 3
+    compared = []  # (base, previous) as the guard got them, rounds 2 and 3
     real = tao.guard.inspect
-    monkeypatch.setattr(tao.guard, "inspect", lambda *a, **k: compared.append(a[2]) or real(*a, **k))
+    monkeypatch.setattr(tao.guard, "inspect", lambda *a, **k: compared.append(a[1:3]) or real(*a, **k))
     more = tao_run(
         prompts_file, tiny_model, tmp_path / "run", "--set", scorers, "--set", "reward.gate=true", "--rounds", 3
     )
@@ -75,10 +75,11 @@ def test_a_round_trains_on_the_gated_reward_and_compares_with_a_gated_base(
     ungated_round_1 = mean(r["score"] for r in read_jsonl(paths.round(1).eval))
     assert figures["previous_reward"] == pytest.approx(mean(r["score"] for r in base))
     assert figures["previous_reward"] != pytest.approx(ungated_round_1)
-    # round 3, scored like round 2, is compared with round 2's answers
-    # (the base's cached rows carry a cache "key", a round's own rows do not; their scores may coincide)
-    assert "key" in compared[0][0] and "key" not in compared[1][0]
-    assert [r["text"] for r in compared[1]] == [r["text"] for r in read_jsonl(rp.eval)]
+    # round 3, scored like round 2, is compared with round 2's answers (their scores and texts may coincide with
+    # the base's: what counts is which answers the guard was given)
+    (base_2, previous_2), (base_3, previous_3) = compared
+    assert previous_2 is base_2 and previous_3 is not base_3
+    assert [a.text for a in previous_3] == [r["text"] for r in read_jsonl(rp.eval)]
 
 
 def test_a_gate_with_one_scorer_is_a_settings_error(tiny_model, prompts_file, tmp_path):

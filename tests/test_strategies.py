@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-import tao.loop
+import tao.update.round
 from rollouts import strategies
 from rollouts.strategies import REFINE, THINK, allocate, load_strategies
-from rollouts.transformers_engine import TransformersEngine, chat_token_ids
+from rollouts.transformers_engine import TransformersEngine
 from tao.core.config import LoraConfig, ModelConfig
 from tao.core.console import Console
 from tao.core.errors import InputError
-from tao.core.model import BaseModel, Policy
+from tao.core.model import BaseModel, Policy, chat_token_ids
 from tao.core.specs import parse_strategy
 from tao.core.types import Candidate, Message, Prompt, Sampling
 from tests.conftest import TINY, cli
@@ -166,13 +166,13 @@ def test_think_keeps_the_final_answer_only(engine):
 
 def test_a_round_trains_on_the_plain_prompts_and_reports_per_strategy(tiny_model, prompts_file, tmp_path, monkeypatch):
     trained = []
-    real = tao.loop.grpo_update
+    real = tao.update.round.grpo_update
 
     def capture(model, tokenizer, groups, *args):
         trained.extend(groups)
         return real(model, tokenizer, groups, *args)
 
-    monkeypatch.setattr(tao.loop, "grpo_update", capture)
+    monkeypatch.setattr(tao.update.round, "grpo_update", capture)
     guide = tmp_path / "guide.txt"
     guide.write_text("GUIDE-TEXT: answer like a pirate.")
     run_dir = tmp_path / "run"

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 import tao.update.grpo
-from rollouts.transformers_engine import TransformersEngine, chat_token_ids
+from rollouts.transformers_engine import TransformersEngine
 from tao.core.config import Config, ModelConfig, replace
 from tao.core.console import Console
-from tao.core.model import BaseModel, Policy
+from tao.core.model import BaseModel, Policy, chat_token_ids
 from tao.core.types import Message, Prompt, Sampling
 from tao.update.grpo import Group, grpo_update, most_spread, select
 from tao.update.optimizer import OPTIMIZER_FILE, carry_optimizer

@@ -17,13 +17,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from rollouts.transformers_engine import chat_token_ids
 from rollouts.vllm_engine import request_seed
 from rollouts.vllm_server import VllmServerEngine, adapter_name
 from tao.core.config import Config, replace
 from tao.core.console import Console
 from tao.core.errors import InputError, ResourceError
-from tao.core.model import BaseModel, load_tokenizer
+from tao.core.model import BaseModel, chat_token_ids, load_tokenizer
 from tao.core.types import Message, Prompt, Sampling
 from tests.conftest import TINY, build_tiny_model, cli
 

@@ -113,8 +113,8 @@ def explore(
     if adapter is not None and not (adapter / "adapter_model.safetensors").is_file():
         raise InputError("no adapter_model.safetensors; tao loads adapters from safetensors only", file=adapter)
     quiet_libraries()
+    from tao.commands.explore import explore_file
     from tao.core.console import Console
-    from tao.loop import explore_file
     from tao.run.report import strategy_table
 
     figures = explore_file(prompts_path, config, out, adapter, max(limit, 0), Console(quiet))
@@ -231,14 +231,15 @@ def _compare(
 ) -> None:
     config = build_config(config_path, overrides, base, (), {})
     quiet_libraries()
-    from tao.commands.compare import evaluate_models, resolve_model, summarize, write_report
+    from tao.commands.compare import categories, evaluate_models, resolve_model, summarize, write_report
     from tao.core.console import Console
 
     specs = [resolve_model(m) for m in models]
     if len({s.label for s in specs}) != len(specs):
         raise InputError("a model is listed twice", field="models")
     prompts, results = evaluate_models(specs, prompts_path, scorers, config, Console(quiet))
-    summary = summarize(results, seed=config.run.seed)
+    cats = categories(prompts)
+    summary = summarize(results, cats, seed=config.run.seed)
     header = {
         "prompts": str(prompts_path),
         "items": len(prompts),
@@ -247,7 +248,7 @@ def _compare(
         "base_model": config.model.name,
     }
     out = out or Path(kind) / prompts_path.stem  # eval/<items> or compare/<items>
-    write_report(out, summary, results, header)
+    write_report(out, summary, results, cats, header)
     for label, stats in summary["models"].items():
         diff = summary["differences"].get(label)
         if stats is None:

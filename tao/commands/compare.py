@@ -24,7 +24,7 @@ from tao.core.errors import InputError
 from tao.core.model import Policy, device, resolve_base
 from tao.core.prompts import load_prompts
 from tao.core.storage import write_json, write_jsonl, write_text
-from tao.core.types import Prompt
+from tao.core.types import Answer, Prompt
 from tao.run.paths import RunPaths
 from tao.run.pool import Pool
 from tao.run.registry import finished_rounds
@@ -58,8 +58,8 @@ def resolve_model(spec: str) -> ModelSpec:
 
 def evaluate_models(
     specs: list[ModelSpec], prompts_path: Path, scorers: tuple[str, ...], config: Config, console: Console
-) -> tuple[list[Prompt], dict[str, list[dict]]]:
-    """Every model's scored greedy answer to every item; rows carry the item's categories."""
+) -> tuple[list[Prompt], dict[str, list[Answer]]]:
+    """Every model's scored greedy answer to every item, by model label."""
     items = held_out_items(prompts_path) if (prompts_path / "run.json").is_file() else None
     items = items if items is not None else list(load_prompts(prompts_path).prompts)
     rewards = RewardSet(scorers, config.model.trust_remote_code, config.model.name)
@@ -74,8 +74,9 @@ def evaluate_models(
     try:
         for spec in specs:
             console.say(f"evaluating {spec.label} on {len(prompts)} items")
-            rows = evaluation.evaluate(engine, rewards, prompts, config.rollout.max_new_tokens, spec.adapter)
-            results[spec.label] = [{**r, "categories": categories(p)} for r, p in zip(rows, prompts, strict=True)]
+            results[spec.label] = evaluation.evaluate(
+                engine, rewards, prompts, config.rollout.max_new_tokens, spec.adapter
+            )
     finally:
         engine.close()
     return prompts, results
@@ -94,47 +95,38 @@ def held_out_items(run_dir: Path) -> list[Prompt]:
     return prompts
 
 
-def categories(prompt: Prompt) -> list[str]:
-    value = prompt.metadata.get("category")
-    if value is None:
-        return []
-    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
-
-
-def summarize(results: dict[str, list[dict]], seed: int = 0) -> dict[str, Any]:
-    """Per model: mean with a bootstrap 95% interval; against the first model: paired difference, wins/ties/losses;
-    per category: each model's mean."""
-    labels = list(results)
-    reference = results[labels[0]]
-    out: dict[str, Any] = {"reference": labels[0], "models": {}, "differences": {}, "wins": {}, "categories": {}}
-    for label, rows in results.items():
-        scored = [r["score"] for r in rows if r["score"] is not None]
-        out["models"][label] = asdict(evaluation.bootstrap(scored, seed=seed)) if scored else None
-        if label == labels[0]:
-            continue
-        diff = evaluation.paired_difference(reference, rows, seed=seed)
-        out["differences"][label] = asdict(diff) if diff else None
-        out["wins"][label] = wins_ties_losses(reference, rows)
-    names = sorted({c for rows in results.values() for r in rows for c in r["categories"]})
-    for name in names:
-        out["categories"][name] = {
-            label: _mean([r["score"] for r in rows if name in r["categories"]]) for label, rows in results.items()
-        }
+def categories(prompts: list[Prompt]) -> dict[str, list[str]]:
+    """Each item's ``category`` field (a string or a list), by prompt id."""
+    out = {}
+    for prompt in prompts:
+        value = prompt.metadata.get("category")
+        out[prompt.id] = [] if value is None else [str(v) for v in value] if isinstance(value, list) else [str(value)]
     return out
 
 
-def wins_ties_losses(reference: list[dict], rows: list[dict]) -> dict[str, int]:
-    ref = {r["prompt_id"]: r["score"] for r in reference}
-    pairs = [
-        (r["score"], ref[r["prompt_id"]])
-        for r in rows
-        if r["score"] is not None and ref.get(r["prompt_id"]) is not None
-    ]
-    return {
-        "wins": sum(a > b for a, b in pairs),
-        "ties": sum(a == b for a, b in pairs),
-        "losses": sum(a < b for a, b in pairs),
-    }
+def summarize(
+    results: dict[str, list[Answer]], category_of: dict[str, list[str]] | None = None, seed: int = 0
+) -> dict[str, Any]:
+    """Per model: mean with a bootstrap 95% interval; against the first model: paired difference, wins/ties/losses;
+    per category (``category_of``: each item's categories, by prompt id): each model's mean."""
+    labels = list(results)
+    reference = results[labels[0]]
+    out: dict[str, Any] = {"reference": labels[0], "models": {}, "differences": {}, "wins": {}, "categories": {}}
+    for label, answers in results.items():
+        scored = [a.score for a in answers if a.score is not None]
+        out["models"][label] = asdict(evaluation.bootstrap(scored, seed=seed)) if scored else None
+        if label == labels[0]:
+            continue
+        diff = evaluation.paired_difference(reference, answers, seed=seed)
+        out["differences"][label] = asdict(diff) if diff else None
+        out["wins"][label] = evaluation.wins_ties_losses(reference, answers)
+    category_of = category_of or {}
+    for name in sorted({c for cats in category_of.values() for c in cats}):
+        out["categories"][name] = {
+            label: _mean([a.score for a in answers if name in category_of.get(a.prompt_id, [])])
+            for label, answers in results.items()
+        }
+    return out
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -142,10 +134,13 @@ def _mean(values: list[float | None]) -> float | None:
     return sum(kept) / len(kept) if kept else None
 
 
-def write_report(out: Path, summary: dict, results: dict[str, list[dict]], header: dict) -> None:
-    """report.json, report.md, report.png and per-model items under ``out``."""
-    for i, (label, rows) in enumerate(results.items()):
-        write_jsonl(out / f"items-{i}.jsonl", ({"model": label, **r} for r in rows))
+def write_report(
+    out: Path, summary: dict, results: dict[str, list[Answer]], category_of: dict[str, list[str]], header: dict
+) -> None:
+    """report.json, report.md, report.png and per-model items (each answer with its item's categories)."""
+    for i, (label, answers) in enumerate(results.items()):
+        rows = ({"model": label, **a.to_row(), "categories": category_of.get(a.prompt_id, [])} for a in answers)
+        write_jsonl(out / f"items-{i}.jsonl", rows)
     write_json(out / "report.json", {**header, **summary})
     write_text(out / "report.md", render(summary, header))
     chart(summary, out / "report.png")

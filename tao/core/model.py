@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,7 @@ from tao.core.config import LoraConfig, ModelConfig
 from tao.core.console import Console
 from tao.core.errors import InputError
 from tao.core.storage import sha256_file, write_json
+from tao.core.types import Prompt
 
 
 @dataclass(frozen=True)
@@ -287,3 +288,23 @@ class Policy:
     def unload(self) -> None:
         """Drop the base model from memory; the next stage loads it again."""
         self._model = None
+
+
+def chat_token_ids(tokenizer: Any, prompt: Prompt) -> list[int]:
+    """The prompt as the model sees it: the chat template applied, the assistant turn opened."""
+    ids = tokenizer.apply_chat_template(prompt.chat(), add_generation_prompt=True, tokenize=True, return_dict=False)
+    return list(ids)
+
+
+def prompt_fits(tokenizer: Any, max_tokens: int, source: Path, console: Console) -> Callable[[Prompt], bool]:
+    """Whether a prompt's chat-templated length fits ``max_tokens`` (``data.max_prompt_tokens``). Longer ones, and
+    ones the model's chat template refuses (e.g. roles that must alternate; a warning names each), are passed over."""
+
+    def fits(prompt: Prompt) -> bool:
+        try:
+            return len(chat_token_ids(tokenizer, prompt)) <= max_tokens
+        except Exception as exc:
+            console.warn(f"{source}: the model's chat template refuses prompt {prompt.id!r}, passed over: {exc}")
+            return False
+
+    return fits

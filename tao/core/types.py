@@ -114,3 +114,47 @@ class Candidate:
 class Score:
     total: float | None  # weighted sum of the parts with an opinion; None if none has one
     parts: dict[str, float | None]  # each scorer's own score, by spec
+
+    def to_row(self) -> dict:
+        return {"score": self.total, "scores": self.parts}
+
+
+@dataclass(frozen=True)
+class Scored:
+    """An explored candidate with its score: one line of a round's ``candidates.jsonl``."""
+
+    candidate: Candidate
+    score: Score
+
+    def to_row(self) -> dict:
+        return {**self.candidate.to_row(), **self.score.to_row()}
+
+    @classmethod
+    def from_row(cls, row: dict) -> Scored:
+        return cls(Candidate.from_row(row), Score(row["score"], row["scores"]))
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A greedy answer to an evaluation prompt, scored: one line of ``eval.jsonl`` and of ``tao compare``'s items."""
+
+    prompt_id: str
+    text: str
+    finished: bool  # the model ended it within the answer budget
+    score: float | None  # the reward's total; None when no scorer had an opinion
+    scores: dict[str, float | None]  # each scorer's own score, by spec
+    reward: str  # what scored it (RewardSet.identity): totals of equal rewards are comparable
+
+    def to_row(self) -> dict:
+        return {
+            "prompt_id": self.prompt_id,
+            "score": self.score,
+            "scores": self.scores,
+            "reward": self.reward,
+            "finished": self.finished,
+            "text": self.text,
+        }
+
+    @classmethod
+    def from_row(cls, row: dict) -> Answer:
+        return cls(row["prompt_id"], row["text"], row["finished"], row["score"], row["scores"], row["reward"])

@@ -16,7 +16,7 @@ from typing import Any
 from tao.core.config import Config, to_yaml
 from tao.core.errors import InputError
 from tao.core.storage import read_json, read_jsonl, write_json, write_text
-from tao.core.types import Prompt
+from tao.core.types import Prompt, Scored
 from tao.run import pool
 from tao.run.paths import RoundPaths, RunPaths
 
@@ -125,8 +125,8 @@ def ingest(prompts: pool.Pool, path: Path, config: Config, fits: Callable[[Promp
     return version
 
 
-def scored_rounds(paths: RunPaths, before: int) -> Iterator[tuple[tuple[Prompt, ...], list[dict]]]:
-    """The prompts and scored candidate rows of each round before round ``before`` that was scored."""
+def scored_rounds(paths: RunPaths, before: int) -> Iterator[tuple[tuple[Prompt, ...], list[Scored]]]:
+    """The prompts and scored candidates of each round before round ``before`` that was scored."""
     for rp in paths.rounds():
         if rp.index < before and rp.candidates.is_file():
-            yield Plan.read(rp).prompts, read_jsonl(rp.candidates)
+            yield Plan.read(rp).prompts, [Scored.from_row(row) for row in read_jsonl(rp.candidates)]

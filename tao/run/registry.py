@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import importlib.metadata
+import json
 import os
 import shutil
 import socket
@@ -13,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from tao.core import faults
+from tao.core.config import Config, to_dict
 from tao.core.errors import InputError
+from tao.core.model import BaseModel
 from tao.core.storage import read_json, write_json
 from tao.run.paths import RoundPaths, RunPaths
+from tao.run.plan import Plan
 
 PACKAGES = (
     *("tao", "torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets", "numpy"),
@@ -221,3 +225,34 @@ def held_out(manifest: dict) -> str:
 
 def _who() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def base_row(base: BaseModel) -> dict[str, str]:
+    """How a manifest names the base model: by name, path and content hash."""
+    return {"name": base.name, "path": str(base.path), "sha256": base.sha256}
+
+
+def round_lineage(
+    rp: RoundPaths, run: RunPaths, plan: Plan, config: Config, base: BaseModel, scorers: list[str]
+) -> dict:
+    """What a round's manifest records of where its adapter came from: base, parent, data, scorers, settings."""
+    adapter_config = json.loads((rp.adapter / "adapter_config.json").read_text())
+    return {
+        "base_model": base_row(base),
+        "parent": version(run, run.round(plan.parent_round)) if plan.parent_round else None,
+        "adapter_shape": {
+            "r": adapter_config["r"],
+            "lora_alpha": adapter_config["lora_alpha"],
+            "target_modules": sorted(adapter_config["target_modules"]),
+        },
+        "prompts": {
+            "file": plan.prompts_file,
+            "sha256": plan.prompts_sha256,
+            "count": plan.prompts_in_file,
+            "trained": len(plan.prompts),
+            "held_out": plan.held_out,
+        },
+        "scorers": scorers,
+        "seed": plan.seed,
+        "config": to_dict(config),
+    }

@@ -2,63 +2,67 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from statistics import mean
 
 from tao.core.storage import read_json
+from tao.core.types import Scored
 from tao.run import registry
 from tao.run.paths import RunPaths
 from tao.update.grpo import has_signal
 
 
-def score_stats(rows: list[dict], min_spread: float) -> dict:
+def score_stats(scored: Sequence[Scored], min_spread: float) -> dict:
     """Figures of a round's scored candidates: what exploration found (signal: spread >= ``min_spread``)."""
     groups: dict[str, list[float]] = {}
-    for row in rows:
-        scores = groups.setdefault(row["prompt_id"], [])
-        if row["score"] is not None:
-            scores.append(row["score"])
-    scored = [s for g in groups.values() for s in g]
-    best = [max(g) for g in groups.values() if g]
     parts: dict[str, list[float]] = {}
-    for row in rows:
-        for name, value in row.get("scores", {}).items():
+    for s in scored:
+        totals = groups.setdefault(s.candidate.prompt_id, [])
+        if s.score.total is not None:
+            totals.append(s.score.total)
+        for name, value in s.score.parts.items():
             parts.setdefault(name, [])
             if value is not None:
                 parts[name].append(value)
+    totals = [t for g in groups.values() for t in g]
+    best = [max(g) for g in groups.values() if g]
     return {
-        "candidates": len(rows),
-        "unscored": len(rows) - len(scored),
-        "mean": mean(scored) if scored else None,
+        "candidates": len(scored),
+        "unscored": len(scored) - len(totals),
+        "mean": mean(totals) if totals else None,
         "per_scorer_mean": {name: mean(v) if v else None for name, v in parts.items()},
         "best_of_group_mean": mean(best) if best else None,
         "groups": len(groups),
         "groups_all_same": sum(len(set(g)) <= 1 for g in groups.values()),
         "groups_with_signal": sum(has_signal(g, min_spread) for g in groups.values()),
-        "strategies": strategy_stats(rows, min_spread),
+        "strategies": strategy_stats(scored, min_spread),
     }
 
 
-def strategy_stats(rows: list[dict], min_spread: float) -> dict[str, dict]:
+def strategy_stats(scored: Sequence[Scored], min_spread: float) -> dict[str, dict]:
     """Per exploration strategy: what its candidates scored, and whether they gave GRPO something to learn from.
 
     ``spread_share``: groups in which this strategy's own candidates scored differently (signal, had it made the
     whole group); ``best_share``: groups in which one of its candidates has the group's top score.
     """
-    groups: dict[str, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(row["prompt_id"], []).append(row)
+    groups: dict[str, list[Scored]] = {}
+    for s in scored:
+        groups.setdefault(s.candidate.prompt_id, []).append(s)
     out: dict[str, dict] = {}
-    for name in sorted({row["strategy"] for row in rows}):
-        scored = [r["score"] for r in rows if r["strategy"] == name and r["score"] is not None]
+    for name in sorted({s.candidate.strategy for s in scored}):
+        mine = [s for s in scored if s.candidate.strategy == name]
+        totals = [s.score.total for s in mine if s.score.total is not None]
         own = {
-            pid: [r["score"] for r in g if r["strategy"] == name and r["score"] is not None]
+            pid: [s.score.total for s in g if s.candidate.strategy == name and s.score.total is not None]
             for pid, g in groups.items()
         }
-        tops = {pid: max((r["score"] for r in g if r["score"] is not None), default=None) for pid, g in groups.items()}
+        tops = {
+            pid: max((s.score.total for s in g if s.score.total is not None), default=None) for pid, g in groups.items()
+        }
         best = [max(v) for v in own.values() if v]
         out[name] = {
-            "candidates": sum(r["strategy"] == name for r in rows),
-            "mean": mean(scored) if scored else None,
+            "candidates": len(mine),
+            "mean": mean(totals) if totals else None,
             "best_of_group_mean": mean(best) if best else None,
             "spread_share": sum(has_signal(v, min_spread) for v in own.values()) / len(groups),
             "best_share": sum(bool(v) and max(v) == tops[pid] for pid, v in own.items()) / len(groups),
@@ -148,7 +152,7 @@ def render(paths: RunPaths) -> str:
         lines.append(
             f"| {rp.index} | {p['count']} | {p['trained']} | {_fmt(m['score']['mean'])} "
             f"| {_fmt(m['score']['best_of_group_mean'])} | {m['score']['groups_with_signal']}/{m['score']['groups']} "
-            f"| {m['update']['steps']} | {_fmt(m['evaluate'].get('mean'))} | {_fmt(m['evaluate'].get('base_mean'))} "
+            f"| {m['update']['steps']} | {_fmt(m['evaluate']['mean'])} | {_fmt(m['evaluate']['base_mean'])} "
             f"| {_difference(m['evaluate'])} | {_duration(seconds)} |"
         )
     if rounds:
@@ -171,7 +175,7 @@ def render(paths: RunPaths) -> str:
             f"the same: {score.get('groups_all_same', 'n/a')}/{score['groups']}; trained groups: "
             f"{update.get('groups_trained')}, skipped for no signal: {update.get('groups_skipped')}."
         )
-        alarms = metrics["evaluate"].get("guard", {}).get("alarms", [])
+        alarms = metrics["evaluate"]["guard"]["alarms"]
         if alarms:
             lines.append("**Reward-hacking guard alarms of the last round:** " + "; ".join(alarms) + ".")
         lines += ["", *strategy_table(metrics)]

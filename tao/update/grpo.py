@@ -26,7 +26,9 @@ import numpy as np
 from tao.core import faults, processes
 from tao.core.config import Config
 from tao.core.console import Console
-from tao.core.types import Prompt
+from tao.core.model import chat_token_ids
+from tao.core.storage import read_jsonl
+from tao.core.types import Prompt, Scored
 from tao.update.optimizer import OPTIMIZER_FILE, carry_optimizer, save_optimizer
 
 
@@ -115,18 +117,16 @@ class _Replay:
 
 def read_groups(candidates: Path, prompts: Sequence[Prompt], tokenizer: Any) -> list[Group]:
     """The scored candidates of a round (its candidates.jsonl), one group per prompt, in candidate order."""
-    from rollouts.transformers_engine import chat_token_ids
-    from tao.core.storage import read_jsonl
-
-    rows: defaultdict[str, list[dict]] = defaultdict(list)
+    by_prompt: defaultdict[str, list[Scored]] = defaultdict(list)
     for row in read_jsonl(candidates):
-        rows[row["prompt_id"]].append(row)
+        scored = Scored.from_row(row)
+        by_prompt[scored.candidate.prompt_id].append(scored)
     groups = []
     for prompt in prompts:
-        mine = sorted(rows[prompt.id], key=lambda r: r["index"])
-        completions = tuple(tuple(r["token_ids"]) for r in mine)
+        mine = sorted(by_prompt[prompt.id], key=lambda s: s.candidate.index)
+        completions = tuple(s.candidate.token_ids for s in mine)
         prompt_ids = tuple(chat_token_ids(tokenizer, prompt))
-        groups.append(Group(prompt, prompt_ids, completions, tuple(r["score"] for r in mine)))
+        groups.append(Group(prompt, prompt_ids, completions, tuple(s.score.total for s in mine)))
     return groups
 
 
