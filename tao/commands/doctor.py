@@ -78,7 +78,7 @@ def cuda_finding() -> Finding:
         return Finding(
             "CUDA",
             True,
-            "no GPU; AMX-BF16 CPU: model.dtype=bfloat16 runs rounds ~1.3x faster (but learned less, RESULTS.md)",
+            "no GPU; AMX-BF16 CPU: model.dtype=bfloat16 runs rounds faster (it learned less: docs/experiments/)",
         )
     return Finding("CUDA", True, "no GPU: generation and training run on the CPU (slow beyond small models)")
 

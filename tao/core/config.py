@@ -40,8 +40,8 @@ class ModelConfig:
 
     name: str = "default"  # "default" = embedded SmolLM2-135M-Instruct, a local model dir, or a hub id
     quantize: Literal["none", "nf4"] = "none"  # nf4: 4-bit base with bitsandbytes (QLoRA)
-    # Compute precision of generation and training. auto: bfloat16 on GPUs, float32 on CPUs. bfloat16 on a CPU with
-    # AMX-BF16 (Sapphire Rapids and later; `tao doctor` says) generates 1.8x and trains 1.4x faster than float32.
+    # Compute precision of generation and training. auto: bfloat16 on GPUs, float32 on CPUs. On a CPU bfloat16 pays
+    # only with AMX-BF16 (Sapphire Rapids and later; `tao doctor` says).
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     trust_remote_code: bool = False  # run Python code shipped with the model; off unless you trust it
 

@@ -10,15 +10,11 @@ measured on a CPU; on a GPU a batch's cost depends even less on its size), and i
 (``update.prompts_per_step`` groups each; a part-filled last step is filled by wrapping around). So exploring p
 prompts is estimated as E * (p / n) ** ``EXPLORE_SCALING`` of a round that explored n prompts in E seconds, and the
 update as its steps (the largest share of prompts whose group was trained, in groups of ``prompts_per_step``) times
-the slowest step. Measured on the learning benchmark's runs (docs/RESULTS.md): its four shortest last rounds (4-9
-prompts) explored in E * (p / n) ** 0.71-0.87; of its 18 shortened last rounds, 4 took over 1.25x the per-prompt
-estimate used before (up to 1.61x) and ended past the hour, 2 over 1.25x this one (1.35x and 1.39x: two tries of one
-round of long prompts, which generated at half the usual tokens a second: a batch is padded to its longest prompt).
+the slowest step. How well these estimates held on the learning benchmark's runs, and why the exponent and the
+margin are what they are: docs/experiments/2026-11-30-learning-settings.md ("Using the whole hour").
 
-Per-prompt times also swing between rounds (answers grow and shrink; groups without signal cost no update): over the
-61 pairs of consecutive rounds in the learning benchmark's runs, a round's per-prompt time exceeded the round before
-it by more than 10% in 28% of them, and the slowest of the three before it by more than 25% in 8%. So every part
-is the slowest of the last three rounds, and the sum is stretched by ``MARGIN``.
+Per-prompt times also swing between rounds (answers grow and shrink; groups without signal cost no update), so
+every part is the slowest of the last three rounds, and the sum is stretched by ``MARGIN``.
 """
 
 from __future__ import annotations
