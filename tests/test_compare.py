@@ -49,8 +49,20 @@ def test_report_files_hold_the_numbers_of_a_small_case(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "| tao | 1.000 [1.000, 1.000] | +0.667 [" in md and "| 2 / 1 / 0 |" in md
     assert "| format | 0.000 | 1.000 |" in md
+    assert "- tao against base: +0.667 [+0.000, +1.000]; no difference shown" in md  # 3 items: it holds zero
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len((tmp_path / "items-1.jsonl").read_text().splitlines()) == 3
+
+
+def test_the_verdict_names_a_winner_only_when_the_interval_excludes_zero():
+    from tao.commands.compare import verdicts
+
+    def summary(low, high):
+        return {"reference": "base", "differences": {"tao": {"mean": (low + high) / 2, "low": low, "high": high}}}
+
+    assert verdicts(summary(0.01, 0.2)) == ["- tao beats base by +0.105 [+0.010, +0.200] (the interval excludes zero)."]
+    assert "worse than base" in verdicts(summary(-0.2, -0.01))[0]
+    assert "no difference shown" in verdicts(summary(-0.01, 0.2))[0]
 
 
 def labeled(tmp_path):

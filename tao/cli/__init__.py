@@ -231,7 +231,7 @@ def _compare(
 ) -> None:
     config = build_config(config_path, overrides, base, (), {})
     quiet_libraries()
-    from tao.commands.compare import categories, evaluate_models, resolve_model, summarize, write_report
+    from tao.commands.compare import categories, evaluate_models, resolve_model, summarize, verdicts, write_report
     from tao.core.console import Console
 
     specs = [resolve_model(m) for m in models]
@@ -258,6 +258,8 @@ def _compare(
         if diff:
             line += f", vs {summary['reference']} {diff['mean']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]"
         click.echo(line)
+    for verdict in verdicts(summary):
+        click.echo(verdict.removeprefix("- "))
     click.echo(f"wrote {out / 'report.md'}")
 
 

@@ -171,6 +171,7 @@ def render(summary: dict, header: dict) -> str:
         record = f"{wins['wins']} / {wins['ties']} / {wins['losses']}" if wins else "-"
         diff = _interval(summary["differences"].get(label), signed=True) if label != ref else "-"
         lines.append(f"| {label} | {_interval(stats)} | {diff} | {record} |")
+    lines += ["", *verdicts(summary)]
     if summary["categories"]:
         labels = list(summary["models"])
         lines += ["", "Per category (mean score):", "", "| category | " + " | ".join(labels) + " |"]
@@ -179,6 +180,22 @@ def render(summary: dict, header: dict) -> str:
             cells = ["n/a" if means[label] is None else f"{means[label]:.3f}" for label in labels]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def verdicts(summary: dict) -> list[str]:
+    """Who wins against the reference, and by how much: a gain counts only when its 95% interval excludes zero."""
+    ref, out = summary["reference"], []
+    for label, diff in summary["differences"].items():
+        if diff is None:
+            out.append(f"- {label}: no item scored by both; no verdict.")
+        elif diff["low"] > 0:
+            out.append(f"- {label} beats {ref} by {_interval(diff, signed=True)} (the interval excludes zero).")
+        elif diff["high"] < 0:
+            out.append(f"- {label} is worse than {ref} by {_interval(diff, signed=True)} (the interval excludes zero).")
+        else:
+            shown = _interval(diff, signed=True)
+            out.append(f"- {label} against {ref}: {shown}; no difference shown (the interval holds zero).")
+    return out
 
 
 def chart(summary: dict, path: Path) -> None:
