@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from reward.scorer import RewardSet  # noqa: E402
 from tao import evaluation  # noqa: E402
-from tao.commands.compare import held_out_items, summarize  # noqa: E402
+from tao.commands.compare import held_out_items  # noqa: E402
 from tao.core.config import load_config  # noqa: E402
 from tao.core.types import Answer, Message, Prompt  # noqa: E402
 from tao.run.paths import RunPaths  # noqa: E402
@@ -143,12 +143,12 @@ def evaluate(args: argparse.Namespace, work: Path, ran: dict[str, str]) -> dict:
     for label, rows in models.items():
         entry: dict = {"per_prompt": scored[label]}
         for name in scorers:
-            as_rows = {label: _rows(scored[label][name]), "base": _rows(scored["base"][name])}
-            summary = summarize({"base": as_rows["base"], f"{label} ": as_rows[label]}, seed=args.seed)
+            mine, base = _rows(scored[label][name]), _rows(scored["base"][name])
+            diff = evaluation.paired_difference(base, mine, seed=args.seed) if label != "base" else None
             entry[name] = {
-                **summary["models"][f"{label} "],
-                "vs_base": summary["differences"].get(f"{label} ") if label != "base" else None,
-                "wins_vs_base": summary["wins"].get(f"{label} ") if label != "base" else None,
+                **asdict(evaluation.bootstrap([a.score for a in mine if a.score is not None], seed=args.seed)),
+                "vs_base": asdict(diff) if diff else None,
+                "wins_vs_base": evaluation.wins_ties_losses(base, mine) if label != "base" else None,
             }
         words = [len(a.text.split()) for a in rows]
         entry["answers"] = {"mean_words": float(np.mean(words)), "under_10_words": float(np.mean(np.less(words, 10)))}

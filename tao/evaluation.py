@@ -24,22 +24,21 @@ def evaluate(
     if not prompts:
         return []
     sampling = Sampling(n=1, temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens, seed=0)
-    answers = engine.generate(prompts, sampling, adapter)
-    scores = rewards.score(prompts, answers)
-    return [
-        Answer(a.prompt_id, a.text, a.finished, s.total, s.parts, rewards.identity)
-        for a, s in zip(answers, scores, strict=True)
-    ]
+    return _scored(engine.generate(prompts, sampling, adapter), prompts, rewards)
 
 
 def rescore(answers: Sequence[Answer], prompts: Sequence[Prompt], rewards: RewardSet) -> list[Answer]:
     """The same answers, scored by ``rewards`` instead."""
     by_id = {p.id: p for p in prompts}
     candidates = [Candidate(a.prompt_id, 0, a.text, (), a.finished, "greedy") for a in answers]
-    scores = rewards.score([by_id[a.prompt_id] for a in answers], candidates)
+    return _scored(candidates, [by_id[a.prompt_id] for a in answers], rewards)
+
+
+def _scored(candidates: Sequence[Candidate], prompts: Sequence[Prompt], rewards: RewardSet) -> list[Answer]:
+    scores = rewards.score(prompts, candidates)
     return [
-        Answer(a.prompt_id, a.text, a.finished, s.total, s.parts, rewards.identity)
-        for a, s in zip(answers, scores, strict=True)
+        Answer(c.prompt_id, c.text, c.finished, s.total, s.parts, rewards.identity)
+        for c, s in zip(candidates, scores, strict=True)
     ]
 
 
