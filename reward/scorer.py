@@ -22,7 +22,9 @@ throughout and the update skips it as having no signal).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -30,10 +32,13 @@ from reward import ifeval
 from reward.function import FunctionScorer, load_function
 from reward.judge import JudgeScorer
 from reward.rules import MajorityScorer, RuleScorer, rule_check
+from tao.core.config import Config
 from tao.core.errors import InputError
 from tao.core.specs import split_weight
 from tao.core.types import Candidate, Prompt, Score, Scored
 
+_THINK_END = re.compile(r"</think(?:ing)?>")
+_THINK_START = re.compile(r"\s*<think(?:ing)?>")
 GROUPS_AT_ONCE = 8  # prompts whose candidates are scored in one call (a judge may compare a group's candidates)
 
 
@@ -69,11 +74,27 @@ def build_scorer(spec: str, trust_remote_code: bool = False, base_model: str = "
     )
 
 
+def answer_part(text: str) -> str:
+    """What a reasoning model answered after its thinking: the text after the first ``</think>`` (or
+    ``</thinking>``), as IFEval's checker reads it; an unfinished thinking block leaves no answer."""
+    closed = _THINK_END.search(text)
+    if closed:
+        return text[closed.end() :].strip()
+    return "" if _THINK_START.match(text) else text
+
+
 class RewardSet:
-    """Several scorers with weights, scoring candidates into :class:`Score`\\ s."""
+    """Several scorers with weights, scoring candidates into :class:`Score`\\ s. With ``thinking="strip"`` (the
+    default) the scorers see only the answer after a thinking block (:func:`answer_part`); ``"score"`` gives them
+    the whole text."""
 
     def __init__(
-        self, specs: Sequence[str], trust_remote_code: bool = False, base_model: str = "default", gate: bool = False
+        self,
+        specs: Sequence[str],
+        trust_remote_code: bool = False,
+        base_model: str = "default",
+        gate: bool = False,
+        thinking: str = "strip",
     ):
         if not specs:
             raise InputError("at least one scorer is needed", field="reward")
@@ -84,7 +105,13 @@ class RewardSet:
         names = [s.name for s, _ in self.weighted]
         if len(set(names)) != len(names):
             raise InputError("a scorer is listed twice; give it one weight", field="reward")
-        self.gate = gate  # (a gate over one scorer is refused with the settings: tao/config.py)
+        self.gate = gate  # (a gate over one scorer is refused with the settings: tao/core/config.py)
+        self.thinking = thinking
+
+    @classmethod
+    def from_config(cls, specs: Sequence[str], config: Config, gate: bool = False) -> RewardSet:
+        """The scorers ``specs`` as a run's config sets them up (remote code, judge model, thinking blocks)."""
+        return cls(specs, config.model.trust_remote_code, config.model.name, gate, config.reward.thinking)
 
     @property
     def specs(self) -> list[str]:
@@ -92,10 +119,14 @@ class RewardSet:
 
     @property
     def identity(self) -> str:
-        """What the totals depend on (scorers, weights, gate): totals with equal identities are comparable."""
-        return "|".join(self.specs) + ("|gated" if self.gate else "")
+        """What the totals depend on (scorers, weights, gate, thinking): totals with equal identities are comparable."""
+        return (
+            "|".join(self.specs) + ("|gated" if self.gate else "") + ("|thinking" if self.thinking == "score" else "")
+        )
 
     def score(self, prompts: Sequence[Prompt], candidates: Sequence[Candidate]) -> list[Score]:
+        if self.thinking == "strip":
+            candidates = [replace(c, text=answer_part(c.text)) for c in candidates]
         columns = {}
         for scorer, _ in self.weighted:
             values = scorer.score(prompts, candidates)

@@ -47,7 +47,7 @@ class Run:
 
     def scorers(self, specs: tuple[str, ...], config: Config, gate: bool = False) -> RewardSet:
         if (specs, gate) not in self.rewards:
-            self.rewards[specs, gate] = RewardSet(specs, config.model.trust_remote_code, config.model.name, gate)
+            self.rewards[specs, gate] = RewardSet.from_config(specs, config, gate)
         return self.rewards[specs, gate]
 
 
@@ -62,7 +62,7 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
         return follow(Policy(resolve_base(config.model, console), config.model, config.lora), Console(quiet=True))
     # Every check of the input (settings, scorers, model, then the prompts) comes before anything is written.
     rewards = {
-        (s, g): RewardSet(s, config.model.trust_remote_code, config.model.name, g)
+        (s, g): RewardSet.from_config(s, config, g)
         for s, g in ((config.reward.scorers, config.reward.gate), (config.eval.check, False))
         if s
     }

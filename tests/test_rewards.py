@@ -315,3 +315,16 @@ def test_label_free_and_reference_rules():
     strict = build_scorer("rule:all_instructions")
     lower = Prompt("l", (Message("user", "Answer in all lowercase letters, no capitals."),))
     assert strict.score([lower, lower], [cand("l", "fine thanks"), cand("l", "Fine")]) == [1.0, 0.0]
+
+
+def test_a_thinking_block_is_left_out_of_what_the_scorers_see():
+    from reward.scorer import answer_part
+
+    p = prompt("Describe the sea.")
+    thought = cand("<think>I must avoid commas, so, none at all.</think>The sea is blue and wide.")
+    stripped, whole = RewardSet(["rule:regex:,"]), RewardSet(["rule:regex:,"], thinking="score")
+    assert stripped.score([p], [thought])[0].total == 0.0  # the answer has no comma; the thinking does
+    assert whole.score([p], [thought])[0].total == 1.0  # the setting that keeps the old behaviour
+    assert stripped.identity != whole.identity  # their totals are not comparable
+    assert answer_part("<think>unfinished, still going") == "" and answer_part("  no block, here") == "  no block, here"
+    assert answer_part("<thinking>a</thinking>\n b") == "b"

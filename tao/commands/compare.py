@@ -62,7 +62,7 @@ def evaluate_models(
     """Every model's scored greedy answer to every item, by model label."""
     items = held_out_items(prompts_path) if (prompts_path / "run.json").is_file() else None
     items = items if items is not None else list(load_prompts(prompts_path).prompts)
-    rewards = RewardSet(scorers, config.model.trust_remote_code, config.model.name)
+    rewards = RewardSet.from_config(scorers, config)
     base = resolve_base(config.model, console)
     for spec in specs:
         if spec.base_sha256 and spec.base_sha256 != base.sha256:

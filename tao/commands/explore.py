@@ -25,7 +25,7 @@ def explore_file(
     Writes the scored candidates to ``out`` (rows as in a round's candidates.jsonl) and returns the score
     figures, per strategy included."""
     prompt_file = load_prompts(prompts_path)
-    rewards = RewardSet(config.reward.scorers, config.model.trust_remote_code, config.model.name, config.reward.gate)
+    rewards = RewardSet.from_config(config.reward.scorers, config, config.reward.gate)
     chosen = strategies.load_strategies(config.rollout.strategies, config.rollout.num_candidates)
     base = resolve_base(config.model, console)
     policy = Policy(base, config.model, config.lora)

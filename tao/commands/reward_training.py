@@ -165,7 +165,7 @@ def evaluate_reward_model(model_dir: Path, pairs_path: Path, verifier: str | Non
         "rejected": _distribution(rejected),
     }
     if verifier:
-        checker = RewardSet((verifier,), config.model.trust_remote_code, config.model.name)
+        checker = RewardSet.from_config((verifier,), config)
         prompts = [p.prompt for p in pairs] * 2
         texts = [p.chosen for p in pairs] + [p.rejected for p in pairs]
         truth = checker.totals(

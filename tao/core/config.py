@@ -120,6 +120,9 @@ class RewardConfig:
 
     scorers: tuple[str, ...] = ("rule:instructions", "rule:finished=0.25", "rule:repetition=0.25")
     gate: bool = False  # the scorers after the first count only where the first scores above 0 (or has no opinion)
+    # A reasoning model's thinking block (<think>...</think>): strip = the scorers see only the answer after it;
+    # score = they see the whole text. Either way the whole text counts for `finished` and the guard's lengths.
+    thinking: Literal["strip", "score"] = "strip"
 
     def __post_init__(self) -> None:
         _require(len(self.scorers) > 0, "scorers", "needs at least one scorer")
