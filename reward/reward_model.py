@@ -4,6 +4,7 @@ model's own chat template, as trl's GRPOTrainer does."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ class RewardModelScorer:
 
         if not path.is_dir():
             raise InputError("reward model directory not found", file=path, field=name)
+        path = model_directory(path)
         if not any(path.glob("*.safetensors")):
             raise InputError("no *.safetensors weights; tao loads safetensors only", file=path, field=name)
         try:
@@ -39,6 +41,7 @@ class RewardModelScorer:
                 f"not a trained reward model (no weights for {sorted(info['missing_keys'])[0]})", file=path, field=name
             )
         self.name = name
+        self.path = path  # the model's own directory
         self.batch_size = batch_size
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -68,3 +71,21 @@ class RewardModelScorer:
                 logits: Any = self.model(**batch.to(self.model.device)).logits
             scores.extend(float(v) for v in logits[:, 0])
         return scores
+
+
+def model_directory(path: Path) -> Path:
+    """The model inside a directory ``tao reward train --out`` wrote (its manifest names it), else ``path`` itself."""
+    manifest = path / "manifest.json"
+    if any(path.glob("*.safetensors")) or not manifest.is_file():
+        return path
+    try:
+        written = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return path
+    if (
+        not isinstance(written, dict)
+        or written.get("kind") != "reward-model"
+        or not isinstance(written.get("model"), str)
+    ):
+        return path
+    return path / written["model"]

@@ -66,6 +66,13 @@ def test_a_learnable_preference_is_learned_and_measured_on_held_out_prompts(trai
     result = json.loads(evaluated.output)
     assert result["chosen"]["mean"] > result["rejected"]["mean"] and result["accuracy"]["mean"] >= 0.9
     assert result["verifier"]["answers_scored"] == 160 and result["verifier"]["spearman"] > 0.5
+    # the directory `tao reward train --out` wrote is itself accepted, by eval and as rm:DIR
+    whole = cli("reward", "eval", "--model", root / "rm", "--pairs", root / "pairs.jsonl")
+    assert whole.exit_code == 0, whole.output
+    assert json.loads(whole.output)["accuracy"] == result["accuracy"]
+    from reward.scorer import build_scorer
+
+    assert build_scorer(f"rm:{root / 'rm'}").path == root / "rm" / "model"
 
 
 def test_a_bfloat16_base_trains_a_reward_model_saved_in_float32(tiny_model, tmp_path, monkeypatch):
