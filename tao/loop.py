@@ -29,6 +29,7 @@ from tao.run import budget, registry, report
 from tao.run.paths import RoundPaths, RunPaths
 from tao.run.plan import Plan, finished_on_file, ingest, open_pool, pending_round, plan_round, scored_rounds
 from tao.run.pool import FileVersion, Pool
+from tao.update.grpo import check_trl_settings
 from tao.update.round import follow, update
 
 MAX_UNSCORED = 0.5  # above this share of candidates without a score, the round stops: the scorers are broken
@@ -67,6 +68,8 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
         if s
     }
     strategies.load_strategies(config.rollout.strategies, config.rollout.num_candidates)
+    if config.update.trl:
+        check_trl_settings(config.update.trl)
     base = resolve_base(config.model, console)
     check_lora_targets(base, config.model, config.lora)
     paths = RunPaths(run_dir)

@@ -159,6 +159,20 @@ CASES = [
         "must be <= rollout.num_candidates",
         "update.group_size",
     ),
+    Case(
+        "unknown trl field",
+        {"p.jsonl": GOOD},
+        (*RUN, "--set", "update.trl.max_grad_nrom=0.5"),
+        "not a field of trl's GRPOConfig",
+        "update.trl.max_grad_nrom",
+    ),
+    Case(
+        "trl field tao sets itself",
+        {"p.jsonl": GOOD},
+        (*RUN, "--set", "update.trl.beta=0.5"),
+        "set by tao from update.beta",
+        "update.trl.beta",
+    ),
     # strategy guides and scorers named in the config
     Case(
         "guide file empty",

@@ -115,3 +115,15 @@ def test_the_server_engine_and_tensor_parallelism_are_settings():
     )
     assert config.rollout.engine == "vllm-server" and config.rollout.server_url == "http://gpu-box:8001"
     assert config.rollout.tensor_parallel_size == 4
+
+
+def test_trl_fields_pass_through_as_a_mapping_and_gradient_checkpointing_reads_yaml_booleans(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("update:\n  gradient_checkpointing: on\n  trl:\n    max_grad_norm: 0.5\n")
+    config = load_config(path, ["update.trl.use_liger_kernel=true"])
+    assert config.update.gradient_checkpointing == "on"  # YAML reads `on` as true
+    assert config.update.trl == {"max_grad_norm": 0.5, "use_liger_kernel": True}
+    with pytest.raises(InputError, match=r"update\.trl\.x: expected a string, number or boolean"):
+        load_config(None, ["update.trl.x=[1, 2]"])
+    with pytest.raises(InputError, match="update.gradient_checkpointing: expected one of auto, on, off"):
+        load_config(None, ["update.gradient_checkpointing=sometimes"])

@@ -331,3 +331,57 @@ def test_rft_loss_is_on_the_answer_tokens_as_generated(policy, tmp_path, monkeyp
     g = groups[0]
     assert row["input_ids"] == list(g.prompt_ids) + list(g.completions[1])
     assert row["labels"] == [IGNORE] * len(g.prompt_ids) + list(g.completions[1])
+
+
+def test_update_trl_fields_reach_grpo_and_wrong_ones_are_named(tmp_path):
+    from tao.core.errors import InputError
+    from tao.update.grpo import check_trl_settings, grpo_args
+
+    config = replace(CONFIG, update={"trl": {"max_grad_norm": 0.25, "warmup_steps": 2}})
+    check_trl_settings(config.update.trl)
+    args = grpo_args(config, 4, 1, tmp_path)
+    assert (args.max_grad_norm, args.warmup_steps, args.learning_rate) == (0.25, 2, CONFIG.update.learning_rate)
+    with pytest.raises(InputError, match=r"update\.trl\.learning_rate: set by tao from update\.learning_rate"):
+        check_trl_settings({"learning_rate": 1.0})
+    with pytest.raises(InputError, match=r"update\.trl\.max_grad_nrom: not a field of trl's GRPOConfig"):
+        check_trl_settings({"max_grad_nrom": 1.0})
+    with pytest.raises(InputError, match="update.trl: trl's GRPOConfig refuses it"):
+        check_trl_settings({"lr_scheduler_type": "no-such-schedule"})
+
+
+@pytest.mark.parametrize(
+    "setting, cuda, on", [("auto", True, True), ("auto", False, False), ("on", False, True), ("off", True, False)]
+)
+def test_gradient_checkpointing_is_on_by_default_only_with_a_gpu(setting, cuda, on):
+    from tao.update.grpo import checkpointing
+
+    assert checkpointing(setting, cuda)["gradient_checkpointing"] is on
+
+
+def test_gradient_checkpointing_keeps_fewer_activations_and_gives_the_same_gradients(policy):
+    """What gradient_checkpointing: on buys under LoRA (non-reentrant, as tao sets it): the same gradients, and the
+    forward pass keeps a fraction of the activations for the backward."""
+    ids = torch.randint(5, 300, (4, 48))
+    results = {}
+    for on in (False, True):
+        with policy.attached(None, trainable=True, seed=0) as model:
+            if on:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.train()
+            kept = []
+
+            def pack(t, kept=kept):
+                kept.append(t.numel() * t.element_size())
+                return t
+
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                loss = model(input_ids=ids, labels=ids).loss
+            loss.backward()
+            grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+            results[on] = (sum(kept), grads)
+            model.zero_grad()
+            if on:
+                model.gradient_checkpointing_disable()
+    (plain_bytes, plain), (ckpt_bytes, ckpt) = results[False], results[True]
+    assert ckpt_bytes < 0.6 * plain_bytes
+    assert plain.keys() == ckpt.keys() and all(torch.allclose(plain[n], ckpt[n], atol=1e-6) for n in plain)

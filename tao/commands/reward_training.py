@@ -103,7 +103,7 @@ def _train(pairs: list[Pair], base: Any, config: Config, scratch: Path, out: Pat
         num_train_epochs=rm.epochs,
         per_device_train_batch_size=rm.batch_size,
         max_length=config.data.max_prompt_tokens + config.rollout.max_new_tokens,
-        **trainer_settings(scratch, config.run.seed),
+        **trainer_settings(scratch, config),
     )
     model = _classifier(base.path, tokenizer, config.model.quantize, config.model.dtype)
     trainer = RewardTrainer(

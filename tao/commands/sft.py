@@ -107,7 +107,7 @@ def _train(
         num_train_epochs=config.sft.epochs,
         per_device_train_batch_size=config.sft.batch_size,
         max_length=config.data.max_prompt_tokens + config.rollout.max_new_tokens,
-        **trainer_settings(scratch, config.run.seed),
+        **trainer_settings(scratch, config),
     )
     trainer = SFTTrainer(
         model=load_base(base, config.model),

@@ -144,6 +144,12 @@ class UpdateConfig:
     min_spread: float = 0.1  # groups whose best and worst scores differ by less are skipped (no signal)
     scale_rewards: bool = True  # divide advantages by the group's score std (trl's "group"); false: reward units
     checkpoint_steps: int = 10  # save adapter + optimizer + RNG state every N steps; a killed update resumes there
+    # Recompute activations in the backward pass instead of keeping them: far less memory for a few tenths more time.
+    # auto: on with a CUDA GPU (activations are most of an update's memory there), off on CPUs (only costs time)
+    gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
+    # Further fields of trl's GRPOConfig, passed as they are (e.g. {max_grad_norm: 0.5, use_liger_kernel: true}).
+    # Fields tao sets from its own settings, and names GRPOConfig does not have, are errors.
+    trl: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _require(self.learning_rate > 0, "learning_rate", "must be > 0")
@@ -303,12 +309,23 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _sections(cls: type = None, prefix: str = "") -> set[str]:
+    """The dotted names of the config's sections (its dataclass-typed fields), e.g. {"", "model", "update", ...}."""
+    cls = cls or Config
+    found = {prefix.rstrip(".")}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            found |= _sections(hints[f.name], f"{prefix}{f.name}.")
+    return found
+
+
 def _merge(values: dict, data: dict, prefix: str, source: str, origin: dict[str, str]) -> None:
     for key, value in data.items():
         dotted = f"{prefix}{key}"
         if key not in values:
             raise InputError(f"unknown key {dotted!r}", file=source, field=dotted)
-        if isinstance(values[key], dict):
+        if dotted in _sections():
             if not isinstance(value, dict):
                 raise InputError(f"{dotted!r} must be a mapping", file=source, field=dotted)
             _merge(values[key], value, f"{dotted}.", source, origin)
@@ -318,16 +335,21 @@ def _merge(values: dict, data: dict, prefix: str, source: str, origin: dict[str,
 
 
 def _assign(values: dict, dotted: str, value: Any, origin: dict[str, str]) -> None:
-    node = values
-    parts = dotted.split(".")
+    """``section.key=value``; a mapping-valued setting takes ``section.key.name=value`` for one of its entries."""
+    node, parts, sections = values, dotted.split("."), _sections()
     for i, part in enumerate(parts):
+        here = ".".join(parts[: i + 1])
         if not isinstance(node, dict) or part not in node:
+            if i == len(parts) - 1 and ".".join(parts[:i]) not in sections and isinstance(node, dict):
+                node[part] = value  # a new entry of a mapping-valued setting
+                origin[".".join(parts[:i])] = "--set"
+                return
             raise InputError(f"unknown key {dotted!r}", field="--set")
         if i == len(parts) - 1:
-            if isinstance(node[part], dict):
+            if here in sections:
                 raise InputError(f"{dotted!r} is a section; set one of its keys", field="--set")
             node[part] = value
-            origin[dotted] = "--set"
+            origin[here] = "--set"
         node = node[part]
 
 
@@ -353,8 +375,19 @@ def _coerce(hint: Any, value: Any, dotted: str, source: str | None) -> Any:
         return InputError(f"expected {expected}, got {value!r}", file=source, field=dotted)
 
     kind = typing.get_origin(hint)
+    if kind is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise fail("a mapping of names to values")
+        for key, item in value.items():
+            if not isinstance(item, (str, int, float, bool)) and item is not None:
+                raise InputError(
+                    f"expected a string, number or boolean, got {item!r}", file=source, field=f"{dotted}.{key}"
+                )
+        return dict(value)
     if kind is Literal:
         choices = typing.get_args(hint)
+        if isinstance(value, bool) and {"on", "off"} <= set(choices):
+            value = "on" if value else "off"  # YAML reads on/off as booleans
         if value not in choices:
             raise fail("one of " + ", ".join(map(str, choices)))
         return value

@@ -26,6 +26,7 @@ import numpy as np
 from tao.core import faults, processes
 from tao.core.config import Config
 from tao.core.console import Console
+from tao.core.errors import InputError
 from tao.core.model import chat_token_ids
 from tao.core.storage import read_jsonl
 from tao.core.types import Prompt, Scored
@@ -217,7 +218,7 @@ def grpo_args(config: Config, group_size: int, accumulate: int, scratch: Path) -
     """trl's GRPOConfig for one round's update: one prompt group per micro-batch, ``accumulate`` groups a step."""
     from trl import GRPOConfig
 
-    settings = trainer_settings(scratch, config.run.seed)
+    settings = {**trainer_settings(scratch, config), **config.update.trl}
     if config.update.checkpoint_steps:
         settings.update(save_strategy="steps", save_steps=config.update.checkpoint_steps, save_total_limit=1)
     return GRPOConfig(
@@ -269,22 +270,74 @@ def tensors_digest(tensors: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def trainer_settings(scratch: Path, seed: int) -> dict[str, Any]:
-    """What every trainer of tao (GRPO, SFT) is given: device and precision, no checkpoints, quiet logs."""
+def trainer_settings(scratch: Path, config: Config) -> dict[str, Any]:
+    """What every trainer of tao (GRPO, SFT, reward model) is given: device and precision, gradient checkpointing,
+    no checkpoints, quiet logs."""
     import torch
 
     cuda = torch.cuda.is_available()
     return {
         "output_dir": str(scratch),
-        "gradient_checkpointing": False,  # only costs time at LoRA sizes on one device
+        **checkpointing(config.update.gradient_checkpointing, cuda),
         "bf16": cuda and torch.cuda.is_bf16_supported(),
         "use_cpu": not cuda,
-        "seed": seed,
+        "seed": config.run.seed,
         "report_to": "none",
         "save_strategy": "no",
         "logging_steps": 1,
         "disable_tqdm": True,
     }
+
+
+def checkpointing(setting: str, cuda: bool) -> dict[str, Any]:
+    """Gradient checkpointing as the trainers take it: on with ``on``, or ``auto`` on a CUDA GPU. Non-reentrant, so
+    that it works under a frozen base with LoRA adapters (no input needs a gradient)."""
+    on = setting == "on" or (setting == "auto" and cuda)
+    return {"gradient_checkpointing": on, "gradient_checkpointing_kwargs": {"use_reentrant": False} if on else None}
+
+
+# GRPOConfig fields tao sets from its own settings: update.trl may not set them.
+OWNED = {
+    "learning_rate": "update.learning_rate",
+    "beta": "update.beta",
+    "num_iterations": "update.epochs",
+    "scale_rewards": "update.scale_rewards",
+    "num_generations": "update.group_size",
+    "per_device_train_batch_size": "update.group_size",
+    "gradient_accumulation_steps": "update.prompts_per_step",
+    "temperature": "rollout.temperature",
+    "top_p": "rollout.top_p",
+    "max_completion_length": "rollout.max_new_tokens",
+    "num_train_epochs": "the round (one pass over its groups)",
+    "output_dir": "the round's directory",
+    "gradient_checkpointing": "update.gradient_checkpointing",
+    "save_strategy": "update.checkpoint_steps",
+    "save_steps": "update.checkpoint_steps",
+    "seed": "run.seed",
+    "report_to": "tao",
+    "use_vllm": "rollout.engine (tao generates; trl replays)",
+}
+
+
+def check_trl_settings(fields: dict[str, Any]) -> None:
+    """``update.trl``: every name a GRPOConfig field tao does not set itself, every value one GRPOConfig accepts.
+    Raises InputError naming the field, before anything is written."""
+    import dataclasses
+    import tempfile
+
+    from trl import GRPOConfig
+
+    known = {f.name for f in dataclasses.fields(GRPOConfig)}
+    for name in fields:
+        if name in OWNED:
+            raise InputError(f"set by tao from {OWNED[name]}; set that instead", field=f"update.trl.{name}")
+        if name not in known:
+            raise InputError("not a field of trl's GRPOConfig", field=f"update.trl.{name}")
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            GRPOConfig(output_dir=scratch, use_cpu=True, bf16=False, report_to="none", **fields)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"trl's GRPOConfig refuses it: {str(exc).splitlines()[0]}", field="update.trl") from None
 
 
 def lora_in_fp32_on_cpu(model: Any) -> None:

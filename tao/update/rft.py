@@ -73,7 +73,7 @@ def rft_update(
         num_train_epochs=config.sft.epochs,
         per_device_train_batch_size=config.sft.batch_size,
         max_length=None,  # the sequences were generated within the run's limits
-        **trainer_settings(scratch, config.run.seed),
+        **trainer_settings(scratch, config),
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     lora_in_fp32_on_cpu(trainer.model)
