@@ -7,7 +7,7 @@
 The architecture comes from a model's config.json, or is built in for the presets' two bases. Sizes in bytes;
 h hidden, L layers, I intermediate, a heads, k kv heads, d = h/a, V vocab, r lora.rank, m LoRA'd modules per layer,
 b = update.group_size (0: rollout.num_candidates) sequences per micro-batch (trl trains one prompt group per
-micro-batch, tao/training.py), s = data.max_prompt_tokens + rollout.max_new_tokens, n = rollout.max_new_tokens.
+micro-batch, tao/update/grpo.py), s = data.max_prompt_tokens + rollout.max_new_tokens, n = rollout.max_new_tokens.
 
 Update (one GPU, what autograd and the optimizer hold at the peak, the start of backward):
   base weights   nf4: decoder linears 4.127 bit/param (4 + bnb's constants: blocksize 64, double quant
@@ -16,7 +16,9 @@ Update (one GPU, what autograd and the optimizer hold at the peak, the start of 
                  2 grad) or x 16 (none: peft keeps them fp32: 4 + 4), + AdamW's 2 states budgeted in fp32 (8;
                  torch keeps them in the parameter's dtype, so this is an upper bound).
   KL reference   0: trl takes the same base with the adapter disabled; no second copy.
-  activations    b*s*L*(20h + 8I + 2rm + 2s), gradient checkpointing OFF (tao/training.py sets it False): Megatron's
+  activations    gradient checkpointing on (update.gradient_checkpointing: auto on a GPU; non-reentrant, per decoder
+                 layer): each layer's input, b*s*L*2h, plus one layer's activations recomputed in the backward,
+                 b*s*(20h + 8I + 2rm + 2s). Off: b*s*L*(20h + 8I + 2rm + 2s), every layer's. Megatron's
                  method (Korthikanti et al. 2022, "Reducing activation recomputation": count the tensors kept for
                  backward, there s*b*h*(34 + 5as/h) for a GPT layer) applied to a Llama layer as transformers 5.19,
                  peft and torch's SDPA run it. Per token: 2 RMSNorm inputs kept in fp32 (8h), their bf16 outputs
@@ -65,14 +67,16 @@ TRAIN_CUDA_GIB = 1.0
 VLLM_CUDA_GIB = 1.5
 VLLM_BATCHED_TOKENS = 16384
 LOGPROB_TILE = 4096 * 32768 * 2  # trl 1.16's fused log-prob head: TOKEN_CHUNK_SIZE x chunk_size, bf16
-GPUS = {"80 GB": 79.0, "141 GB": 139.0}  # GiB that CUDA reports usable on an H100 80GB / an H200
+# GiB that CUDA reports usable on a 24 GB card (L4 22.5, A10 22.3, RTX 4090 23.6: the smallest, rounded down), an
+# H100 80GB, an H200
+GPUS = {"24 GB": 22.0, "80 GB": 79.0, "141 GB": 139.0}
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # peft's all-linear
 PRESETS = {
     "llama-3.1-8b-qlora": "configs/llama-3.1-8b-qlora.yaml",
     "llama-3.3-70b-qlora": "configs/llama-3.3-70b-qlora.yaml",
 }
 SETTINGS = ("quantize", "lora_rank", "lora_modules", "sequences_per_micro_batch", "sequence_tokens", "max_new_tokens")
-SETTINGS += ("vllm_batch_size", "tensor_parallel_size", "gpu_memory_utilization")
+SETTINGS += ("vllm_batch_size", "tensor_parallel_size", "gpu_memory_utilization", "gradient_checkpointing")
 DEFAULT_JSON = ROOT / "docs/results/memory_estimates.json"
 
 
@@ -165,6 +169,11 @@ def estimate(arch: Arch, config: Config, tp: int | None = None) -> dict[str, Any
     s = config.data.max_prompt_tokens + n
     base = weight_bytes(arch, quant)
     per_token_layer = activation_bytes_per_token_layer(arch, rank, len(modules), s)
+    checkpointed = config.update.gradient_checkpointing in ("auto", "on")  # auto: on, on a GPU
+    if checkpointed:
+        activations = (b * s * (n_layers * 2 * h + per_token_layer), "b*s*(2hL + 20h+8I+2rm+2s), checkpointed")
+    else:
+        activations = (b * s * n_layers * per_token_layer, "b*s*L*(20h+8I+2rm+2s)")
     lora_per_param = 12 if quant == "nf4" else 16
     vllm_rank = next((x for x in VLLM_LORA_RANKS if x >= rank), rank)
     kv_token = 2 * n_layers * arch.num_key_value_heads * arch.head_dim * 2
@@ -174,7 +183,7 @@ def estimate(arch: Arch, config: Config, tp: int | None = None) -> dict[str, Any
         "base weights": (base, bits),
         "LoRA + grads + AdamW": (lora_params(arch, rank, modules) * lora_per_param, f"r(in+out) x {lora_per_param} B"),
         "KL reference": (0.0, "base with the adapter disabled: no copy"),
-        "activations": (b * s * n_layers * per_token_layer, "b*s*L*(20h+8I+2rm+2s)"),
+        "activations": activations,
         "log-prob head": (b * s * 4 * h + b * n * 6 * h + LOGPROB_TILE, "b*s*4h + b*n*6h + tile; not b*s*V*4"),
         "CUDA": (TRAIN_CUDA_GIB * GIB, "context + workspaces (assumed)"),
     }
@@ -198,7 +207,7 @@ def estimate(arch: Arch, config: Config, tp: int | None = None) -> dict[str, Any
         gpus[gpu] = {"capacity_gib": capacity, "update_phase_gib": updating, "generate_phase_gib": generating}
         gpus[gpu].update(gpu_memory_utilization_min=need, gpu_memory_utilization_max=room)
         gpus[gpu]["fits"] = updating <= capacity and need <= room
-    values = (quant, rank, modules, b, s, n, r.batch_size, tp, r.gpu_memory_utilization)
+    values = (quant, rank, modules, b, s, n, r.batch_size, tp, r.gpu_memory_utilization, checkpointed)
     return {
         "architecture": asdict(arch),
         "settings": dict(zip(SETTINGS, values, strict=True)),
