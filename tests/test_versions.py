@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tao.core.storage import read_jsonl
 from tao.run import registry
@@ -161,6 +162,25 @@ def test_exported_adapter_and_merged_model_answer_as_the_round(root, tiny_model,
 
     again = cli("export", "support/round-0002", "--out", tmp_path / "merged", "--runs", root)
     assert again.exit_code == 2 and "already exists" in again.output
+    # another precision when asked; the card says which
+    half = cli(
+        "export", "support/round-0002", "--out", tmp_path / "bf16", "--merge", "--dtype", "bfloat16", "--runs", root
+    )
+    assert half.exit_code == 0, half.output
+    weights = load_file(next((tmp_path / "bf16").glob("*.safetensors")))
+    assert {t.dtype for t in weights.values()} == {torch.bfloat16}
+    assert "bfloat16 safetensors" in (tmp_path / "bf16/README.md").read_text()
+
+
+def test_a_merged_model_is_saved_in_the_bases_own_precision(tmp_path):
+    from tao.commands.export import saved_dtype
+
+    (tmp_path / "config.json").write_text(json.dumps({"dtype": "bfloat16"}))
+    assert saved_dtype(tmp_path, "base") == "bfloat16" and saved_dtype(tmp_path, "float32") == "float32"
+    (tmp_path / "config.json").write_text(json.dumps({"torch_dtype": "float16"}))  # as older files write it
+    assert saved_dtype(tmp_path, "base") == "float16"
+    (tmp_path / "config.json").write_text("{}")
+    assert saved_dtype(tmp_path, "base") == "float32"
 
 
 def test_builtin_server_answers_a_chat_completion_on_localhost_as_the_round(versions):

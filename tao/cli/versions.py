@@ -143,10 +143,17 @@ def gc(keep: int, dry_run: bool, root: Path) -> None:
 @click.command(name="export")
 @click.argument("version")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Directory to create.")
-@click.option("--merge", is_flag=True, help="A full model (base + adapter, float32 safetensors) instead of an adapter.")
+@click.option("--merge", is_flag=True, help="A full model (base + adapter, safetensors) instead of an adapter.")
+@click.option(
+    "--dtype",
+    type=click.Choice(["base", "float32", "bfloat16", "float16"]),
+    default="base",
+    show_default=True,
+    help="The merged model's precision: the base's own, or another.",
+)
 @RUNS
 @friendly
-def export_command(version: str, out: Path, merge: bool, root: Path) -> None:
+def export_command(version: str, out: Path, merge: bool, dtype: str, root: Path) -> None:
     """Export a version for serving: a peft adapter (vLLM --lora-modules) or a merged model, with a model card."""
     from tao.run import registry
 
@@ -154,7 +161,7 @@ def export_command(version: str, out: Path, merge: bool, root: Path) -> None:
     from tao.commands.export import export
 
     v = registry.find(root, version)
-    click.echo(f"wrote {export(root, v, out, merge)} ({'merged model' if merge else 'adapter'}, README.md card)")
+    click.echo(f"wrote {export(root, v, out, merge, dtype)} ({'merged model' if merge else 'adapter'}, README.md card)")
 
 
 @click.command()

@@ -1,14 +1,16 @@
 """``tao export``: a version as a directory that serving stacks load, with a model card.
 
 Two forms. The adapter (default): peft's files as they are, which ``vllm serve BASE --enable-lora --lora-modules
-NAME=DIR`` and ``PeftModel.from_pretrained(base, DIR)`` accept. Merged (``--merge``): the base model in full
-precision (float32; never the 4-bit form a QLoRA run trained over) with the adapter folded in, saved as
-safetensors with the base's tokenizer and chat template, which transformers and vLLM load as a plain model.
+NAME=DIR`` and ``PeftModel.from_pretrained(base, DIR)`` accept. Merged (``--merge``): the base model with the adapter
+folded in (the sum taken in float32, never over the 4-bit form a QLoRA run trained with), saved in the base's own
+precision (``--dtype`` float32 or bfloat16 asks for another) as safetensors with the base's tokenizer and chat
+template, which transformers and vLLM load as a plain model: an 8B model is 16 GB in bfloat16, not 32.
 Either way the directory is built beside ``--out`` and renamed into place when complete.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,10 @@ from tao.run.registry import Version, held_out, lineage
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
-def export(root: Path, version: Version, out: Path, merge: bool) -> Path:
+DTYPES = ("base", "float32", "bfloat16", "float16")
+
+
+def export(root: Path, version: Version, out: Path, merge: bool, dtype: str = "base") -> Path:
     if out.exists():
         raise InputError("already exists; choose another --out or remove it", file=out)
     if not version.has_weights:
@@ -30,18 +35,19 @@ def export(root: Path, version: Version, out: Path, merge: bool) -> Path:
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    precision = saved_dtype(Path(version.manifest["base_model"]["path"]), dtype) if merge else None
     if merge:
-        _merge(version, tmp)
+        _merge(version, tmp, precision)
     else:
         for name in ADAPTER_FILES:
             shutil.copy2(version.adapter / name, tmp / name)
     write_json(tmp / "tao_manifest.json", version.manifest)
-    write_text(tmp / "README.md", model_card(root, version, out, merge))
+    write_text(tmp / "README.md", model_card(root, version, out, precision))
     publish_dir(tmp, out)
     return out
 
 
-def _merge(version: Version, out: Path) -> None:
+def _merge(version: Version, out: Path, precision: str) -> None:
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -51,11 +57,26 @@ def _merge(version: Version, out: Path) -> None:
         raise InputError("the base model this version was trained on is not here", file=base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, use_safetensors=True)
     merged = PeftModel.from_pretrained(model, version.adapter).merge_and_unload()
-    merged.save_pretrained(out, safe_serialization=True)
+    merged.to(getattr(torch, precision)).save_pretrained(out, safe_serialization=True)
     AutoTokenizer.from_pretrained(base).save_pretrained(out)
 
 
-def model_card(root: Path, version: Version, out: Path, merge: bool) -> str:
+def saved_dtype(base: Path, asked: str) -> str:
+    """The precision a merged model is saved in: the one asked for, else the base's own (its config.json's
+    ``dtype``, or ``torch_dtype`` in older files; float32 when it says neither)."""
+    if asked != "base":
+        return asked
+    try:
+        config = json.loads((base / "config.json").read_text())
+    except (OSError, ValueError):
+        return "float32"
+    found = config.get("dtype") or config.get("torch_dtype") or "float32"
+    return found if found in DTYPES else "float32"
+
+
+def model_card(root: Path, version: Version, out: Path, precision: str | None) -> str:
+    """The README.md of an export; ``precision`` is the merged model's (None: an adapter)."""
+    merge = precision is not None
     m = version.manifest
     base = m["base_model"]
     chain = lineage(root, version)
@@ -72,7 +93,7 @@ def model_card(root: Path, version: Version, out: Path, merge: bool) -> str:
     )
     return f"""# {version.name}
 
-{"A merged model (base + adapter, float32 safetensors)" if merge else "A LoRA adapter (peft format)"} made by
+{f"A merged model (base + adapter, {precision} safetensors)" if merge else "A LoRA adapter (peft format)"} made by
 tao ({m["kind"]}), exported from `{version.dir}`.
 
 ## Base model
