@@ -92,6 +92,8 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
         held.enter_context(closing(ctx.engine))
         if not paths.run.is_file():
             write_json(paths.run, {"base_model": registry.base_row(base), "created": registry.now()})
+        if prompts.skipped:  # data.on_invalid: skip left records out: say which, and keep the count with the run
+            _report_skipped(paths, version, prompts.skipped, console)
         write_text(paths.config, to_yaml(config))
         train, held_out = prompts.sides()
         console.say(
@@ -103,6 +105,14 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
         # (they may be inside a collective of the update, where an order would never arrive).
         processes.send(None)
         return done
+
+
+def _report_skipped(paths: RunPaths, version: FileVersion, skipped: dict[str, dict], console: Console) -> None:
+    for reason, entry in skipped.items():
+        lines = ", ".join(map(str, entry["first_lines"]))
+        console.warn(f"{version.path}: {entry['count']} record(s) skipped (lines {lines}...): {reason}")
+    run = read_json(paths.run)
+    write_json(paths.run, {**run, "skipped": {**run.get("skipped", {}), version.sha256: skipped}})
 
 
 def _rounds(

@@ -31,7 +31,7 @@ def main() -> None:
     "prompts_path",
     required=True,
     type=click.Path(path_type=Path),
-    help="JSONL prompts file (prompt / messages / request-log lines).",
+    help="Prompts: JSONL (or .jsonl.gz), CSV, Parquet, or a saved datasets directory.",
 )
 @click.option("--model", default=None, help="Base model: a local HF model dir or hub id [default: embedded SmolLM2].")
 @click.option(

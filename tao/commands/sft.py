@@ -19,7 +19,8 @@ from tao.core.config import Config, to_dict
 from tao.core.console import Console
 from tao.core.errors import InputError
 from tao.core.model import check_lora_targets, load_base, load_tokenizer, peft_lora_config, resolve_base
-from tao.core.prompts import jsonl_objects, parse_line
+from tao.core.prompts import parse_record
+from tao.core.records import records
 from tao.core.storage import publish_dir, write_json
 from tao.core.types import Prompt
 from tao.run import registry
@@ -30,7 +31,7 @@ def load_labeled(path: Path) -> tuple[str, list[tuple[Prompt, str]]]:
     """The file's sha256 and its (prompt, answer) pairs; a bad line is an InputError naming file, line, field."""
     digest = hashlib.sha256()
     examples = []
-    for number, obj in jsonl_objects(path, digest):
+    for number, obj in records(path, digest):
         messages = obj.get("messages") if isinstance(obj, dict) else None
         if (
             isinstance(messages, list)
@@ -50,7 +51,7 @@ def load_labeled(path: Path) -> tuple[str, list[tuple[Prompt, str]]]:
             )
         if not isinstance(answer, str) or not answer.strip():
             raise InputError("expected a non-empty string", file=path, line=number, field=name)
-        examples.append((parse_line(json.dumps(obj), path, number), answer))
+        examples.append((parse_record(obj, path, number), answer))
     if not examples:
         raise InputError("no labeled examples in file", file=path)
     return digest.hexdigest(), examples

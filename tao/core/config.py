@@ -66,11 +66,20 @@ class DataConfig:
     holdout: float = 0.2  # share of prompts held out for evaluation, never trained on
     prompts_per_round: int = 32  # training prompts explored per round; 0 = all of them
     max_prompt_tokens: int = 1024  # longer prompts (after the chat template) are skipped and counted
+    # Where the logs keep what tao reads, when not under its own names: {prompt: question, id: request_id,
+    # messages: request.body.messages} (a field, or a dotted path into nested objects)
+    fields: dict[str, Any] = field(default_factory=dict)
+    # A record that is not a valid prompt: stop (one line naming it, nothing written) or skip it (counted by reason,
+    # with its first line numbers, in the run log and run.json)
+    on_invalid: Literal["stop", "skip"] = "stop"
 
     def __post_init__(self) -> None:
         _require(0.0 <= self.holdout < 1.0, "holdout", "must be in [0, 1)")
         _require(self.prompts_per_round >= 0, "prompts_per_round", "must be >= 0")
         _require(self.max_prompt_tokens >= 1, "max_prompt_tokens", "must be >= 1")
+        for name, where in self.fields.items():
+            _require(name in ("prompt", "messages", "id"), "fields", f"{name!r}: only prompt, messages, id are mapped")
+            _require(isinstance(where, str) and bool(where.strip()), "fields", f"{name!r}: expected a field name")
 
 
 @dataclass(frozen=True)

@@ -1,24 +1,26 @@
-"""Prompts from an application's logs: one JSONL line each, validated, deduplicated.
+"""Prompts from an application's logs: one record each (JSONL, CSV, Parquet, a saved dataset: tao/core/records.py),
+validated, deduplicated.
 
-Accepted lines (any other top-level field is kept as metadata and reaches the scorers):
+Accepted records (any other top-level field is kept as metadata and reaches the scorers):
 
 - ``{"prompt": "..."}``
 - ``{"messages": [{"role": ..., "content": ...}, ...]}`` (the last turn is the user's)
 - an OpenAI-style chat-completions request log line, with the messages under ``request`` or ``body``
 
-An ``id`` (or ``custom_id``) names the prompt; without one the id is derived from the content.
+An ``id`` (or ``custom_id``) names the prompt; without one the id is derived from the content. Logs that keep the
+prompt under other names are read through a field mapping (``data.fields``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tao.core.errors import InputError
+from tao.core.records import records
 from tao.core.types import Message, Prompt, content_key
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -40,17 +42,18 @@ class PromptFile:
     duplicates: int  # exact duplicates dropped (same conversation as an earlier line)
 
 
-def load_prompts(path: str | Path) -> PromptFile:
-    """Read and validate the whole file; any bad line raises InputError naming it (nothing is written)."""
+def load_prompts(path: str | Path, fields: dict[str, str] | None = None) -> PromptFile:
+    """Read and validate the whole source (any form :mod:`tao.core.records` reads); any bad record raises
+    InputError naming it (nothing is written). ``fields``: see :func:`parse_record`."""
     path = Path(path)
     digest = hashlib.sha256()
     prompts: list[Prompt] = []
     seen_content: set[str] = set()
     seen_ids: dict[str, int] = {}
     lines = duplicates = 0
-    for number, raw in jsonl_lines(path, digest):
+    for number, obj in records(path, digest):
         lines += 1
-        prompt = parse_line(raw, path, number)
+        prompt = parse_record(obj, path, number, fields)
         key = prompt.content_key
         if key in seen_content:
             duplicates += 1
@@ -70,44 +73,30 @@ def load_prompts(path: str | Path) -> PromptFile:
     return PromptFile(path, digest.hexdigest(), tuple(prompts), lines, duplicates)
 
 
-def jsonl_lines(path: Path, digest: Any) -> Iterator[tuple[int, str]]:
-    """The file's non-blank lines with their numbers, as UTF-8 text; every byte also goes into ``digest``."""
-    try:
-        fh = open(path, "rb")  # noqa: SIM115 (closed by the with below)
-    except FileNotFoundError:
-        raise InputError("file not found", file=path) from None
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror}", file=path) from None
-    with fh:
-        for number, data in enumerate(fh, start=1):
-            digest.update(data)
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError(f"not UTF-8 (byte {exc.start})", file=path, line=number) from None
-            if number == 1:
-                text = text.removeprefix("\ufeff")
-            if text.strip():
-                yield number, text
+def mapped(obj: Any, fields: dict[str, str]) -> Any:
+    """``obj`` with each of tao's names (prompt, messages, id) taken from where the logs keep it: a field name or a
+    dotted path into nested objects (``request.body.messages``). A path that is not there is left out."""
+    if not fields or not isinstance(obj, dict):
+        return obj
+    out = dict(obj)
+    for name, where in fields.items():
+        value: Any = obj
+        for part in where.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is not None:
+            out.pop(where.split(".")[0], None)
+            out[name] = value
+    return out
 
 
-def jsonl_objects(path: Path, digest: Any) -> Iterator[tuple[int, Any]]:
-    """The file's non-blank lines parsed as JSON, with their numbers; invalid JSON names its line."""
-    for number, raw in jsonl_lines(path, digest):
-        try:
-            yield number, json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"invalid JSON ({exc.msg} at column {exc.colno})", file=path, line=number) from None
+def parse_record(obj: Any, path: Path, number: int, fields: dict[str, str] | None = None) -> Prompt:
+    """One record of a prompts source as a Prompt; a bad one raises InputError naming its line and field.
+    ``fields`` maps tao's names to the logs' own first (:func:`mapped`)."""
 
-
-def parse_line(raw: str, path: Path, number: int) -> Prompt:
     def bad(problem: str, name: str | None = None) -> InputError:
         return InputError(problem, file=path, line=number, field=name)
 
-    try:
-        obj = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise bad(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+    obj = mapped(obj, fields or {})
     if not isinstance(obj, dict):
         raise bad(f"expected a JSON object, got {type(obj).__name__}")
     present = [k for k in _PROMPT_KEYS if k in obj]
@@ -140,6 +129,15 @@ def parse_line(raw: str, path: Path, number: int) -> Prompt:
     if clash:
         raise bad(f"field name {clash[0]!r} is reserved for the scorer call; rename it", clash[0])
     return Prompt(prompt_id, messages, metadata)
+
+
+def parse_line(raw: str, path: Path, number: int) -> Prompt:
+    """One JSON text (an API request's body, a labeled line) as a Prompt."""
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"invalid JSON ({exc.msg} at column {exc.colno})", file=path, line=number) from None
+    return parse_record(obj, path, number)
 
 
 def _messages(value: Any, name: str, bad: Any) -> tuple[Message, ...]:

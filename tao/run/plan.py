@@ -118,8 +118,9 @@ def open_pool(paths: RunPaths) -> AbstractContextManager[pool.Pool]:
 
 
 def ingest(prompts: pool.Pool, path: Path, config: Config, fits: Callable[[Prompt], bool]) -> pool.FileVersion:
-    """Ingest the prompts file (streamed, validated line by line); refuse a file with nothing to train on."""
-    with prompts.ingest(path, config.data.holdout, config.run.seed) as version:
+    """Ingest the prompts file (streamed, validated record by record); refuse a file with nothing to train on."""
+    skip = config.data.on_invalid == "skip"
+    with prompts.ingest(path, config.data.holdout, config.run.seed, config.data.fields, skip) as version:
         if not prompts.pick(1, config.run.seed, 0, Counter(), fits)[0]:
             raise InputError("no training prompts (all are held out or too long)", file=path)
     return version

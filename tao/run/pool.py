@@ -33,9 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from tao.core.errors import InputError, ResourceError
-from tao.core.prompts import jsonl_lines, parse_line
+from tao.core.prompts import parse_record
+from tao.core.records import records, source_sha256
 from tao.core.types import Prompt
 
+SKIPPED_LINES_SHOWN = 5  # line numbers recorded for each reason a record was skipped
 CACHE_KIB = 16 * 1024  # SQLite page cache and sorter memory: the pool's memory, whatever the number of prompts
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (version INTEGER PRIMARY KEY, path TEXT NOT NULL, sha256 TEXT NOT NULL,
@@ -73,6 +75,7 @@ class Pool:
         self.final = final
         self.path = final if final.is_file() else _scratch_dir(final) / final.name
         self.db = self._connect()
+        self.skipped: dict[str, dict] = {}  # the last ingest's records left out (data.on_invalid: skip), by reason
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None)  # transactions are explicit
@@ -90,11 +93,16 @@ class Pool:
         return FileVersion(*row) if row else None
 
     @contextmanager
-    def ingest(self, path: Path, fraction: float, seed: int) -> Iterator[FileVersion]:
+    def ingest(
+        self, path: Path, fraction: float, seed: int, fields: dict[str, str] | None = None, skip: bool = False
+    ) -> Iterator[FileVersion]:
         """Ingest ``path`` unless its current version is already in; commits when the block exits cleanly.
 
-        A bad line raises InputError naming it; then, or on any error in the block, nothing is kept."""
-        sha = _file_sha256(path)
+        A bad record raises InputError naming it, and then, or on any error in the block, nothing is kept; with
+        ``skip`` it is left out instead and counted in :attr:`skipped` by reason. ``fields``: the logs' own names
+        (tao/core/prompts.py ``mapped``)."""
+        self.skipped = {}
+        sha = source_sha256(path)
         latest = self.current()
         if latest and latest.sha256 == sha:  # already in: this version was validated when it was ingested
             yield replace(latest, path=str(path))
@@ -102,7 +110,7 @@ class Pool:
         with self._transaction():
             version = (latest.version if latest else 0) + 1
             digest = hashlib.sha256()
-            lines, duplicates = self._read(path, version, digest)
+            lines, duplicates = self._read(path, version, digest, fields, skip)
             if digest.hexdigest() != sha:
                 raise InputError("the file changed while it was read; run the same command again", file=path)
             unique, new = self._assign(version, fraction, seed)
@@ -128,11 +136,23 @@ class Pool:
             raise
         self.db.execute("COMMIT")
 
-    def _read(self, path: Path, version: int, digest: Any) -> tuple[int, int]:
+    def _read(
+        self, path: Path, version: int, digest: Any, fields: dict[str, str] | None, skip: bool
+    ) -> tuple[int, int]:
         lines = duplicates = 0
-        for number, raw in jsonl_lines(path, digest):
+        for number, obj in records(path, digest):
             lines += 1
-            prompt = parse_line(raw, path, number)
+            try:
+                prompt = parse_record(obj, path, number, fields)
+            except InputError as exc:
+                if not skip:
+                    raise
+                reason = f"{exc.field}: {exc.problem}" if exc.field else exc.problem
+                entry = self.skipped.setdefault(reason, {"count": 0, "first_lines": []})
+                entry["count"] += 1
+                if len(entry["first_lines"]) < SKIPPED_LINES_SHOWN:
+                    entry["first_lines"].append(number)
+                continue
             key = bytes.fromhex(prompt.content_key[:32])  # 128 bits of the hash: a small index, no collisions
             found = self.db.execute(
                 "SELECT id, line, key FROM prompts WHERE key = ? AND version = ? UNION ALL "
@@ -278,10 +298,3 @@ def _scratch_dir(final: Path) -> Path:
     else the system's temporary directory."""
     parent = final.parent.parent
     return Path(tempfile.mkdtemp(prefix=f".{final.parent.name}.pool-", dir=parent if parent.is_dir() else None))
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    for _ in jsonl_lines(path, digest):
-        pass
-    return digest.hexdigest()
