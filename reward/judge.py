@@ -1,13 +1,16 @@
-"""An LLM judge as a scorer: ``judge:RUBRIC_FILE[@MODEL_DIR]`` and ``judge_group:RUBRIC_FILE[@MODEL_DIR]``.
+"""An LLM judge as a scorer: ``judge:RUBRIC_FILE[@JUDGE]`` and ``judge_group:RUBRIC_FILE[@JUDGE]``.
 
 ``judge`` rates each candidate alone against the rubric, 1 to 10 (scaled to 0..1). ``judge_group`` shows the
 judge all candidates of a prompt at once, labelled A, B, C..., and asks for a 0-10 score per label: a relative
 judgement, which is all GRPO needs (its advantages are relative within the group), in the spirit of ART's RULER.
-The judge is the run's base model unless ``@MODEL_DIR`` names another local model; it answers greedily.
+The judge is the run's base model unless ``@JUDGE`` names another: a local model directory, ``endpoint`` (the
+OpenAI-compatible chat endpoint of the config's ``judge`` section: a `vllm serve` of a strong model, a hosted API;
+reward/endpoint.py), or ``http(s)://HOST/v1#MODEL`` (an endpoint named in the spec itself, the rest of its settings
+from the config). It answers greedily.
 
-Judgements are cached on disk by (judge model, mode, rubric, prompt, candidates), so a rerun, a resumed round or
-``tao reward label`` on the same candidates does not pay twice. Output the judge did not format as asked becomes
-None (no opinion) and is counted in ``unparsed``; it never stops the run.
+Judgements are cached on disk by (judge model or endpoint, mode, rubric, prompt, candidates), so a rerun, a resumed
+round or ``tao reward label`` on the same candidates does not pay twice. Output the judge did not format as asked
+becomes None (no opinion) and is counted in ``unparsed``; it never stops the run.
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from reward.endpoint import Endpoint
+from tao.core.config import JudgeConfig
 from tao.core.errors import InputError
 from tao.core.types import Candidate, Message, Prompt, Sampling
 
@@ -36,7 +42,9 @@ JUDGE_TOKENS = 48
 
 
 class JudgeScorer:
-    def __init__(self, spec: str, grouped: bool, base_model: str, trust_remote_code: bool):
+    def __init__(
+        self, spec: str, grouped: bool, base_model: str, trust_remote_code: bool, endpoint: JudgeConfig | None = None
+    ):
         self.name = spec
         self.grouped = grouped
         rest = spec.split(":", 1)[1]
@@ -49,6 +57,14 @@ class JudgeScorer:
             raise InputError("the rubric is empty", file=rubric_file, field=spec)
         self.model_name = model or base_model
         self.trust_remote_code = trust_remote_code
+        self.endpoint: Endpoint | None = None
+        if model == "endpoint" or model.startswith(("http://", "https://")):
+            settings = endpoint or JudgeConfig()
+            if model != "endpoint":
+                url, _, served = model.partition("#")
+                settings = replace(settings, url=url, model=served or settings.model)
+            self.endpoint = Endpoint(settings, JUDGE_TOKENS)
+            self.endpoint.check()
         self.unparsed = 0  # judge outputs that were not in the asked format (scored None)
         self.calls = 0  # judge generations actually run (cache misses)
         self._engine: Any = None
@@ -90,31 +106,40 @@ class JudgeScorer:
         blob = json.dumps([self.grouped, self.rubric, prompt.chat(), texts], ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    def _judge(self, keys: list[str], asks: list[Prompt]) -> list[str]:
+    def _judge(self, keys: list[str], asks: list[Prompt]) -> list[str | None]:
         """The judge's reply to each ask: from the cache, else generated (greedy) and cached."""
         cache = self._load_cache()
         missing = [(k, a) for k, a in zip(keys, asks, strict=True) if k not in cache]
-        if missing:
+        if missing and self.endpoint is not None:
+            replies = self.endpoint.replies([a.text for _, a in missing])
+            # a request that failed every try is not cached: a rerun asks again
+            fresh = {k: r for (k, _), r in zip(missing, replies, strict=True) if r is not None}
+        elif missing:
             engine = self._engine_now()
             sampling = Sampling(1, 0.0, 1.0, JUDGE_TOKENS, seed=0)
             fresh = {
                 k: c.text
                 for (k, _), c in zip(missing, engine.generate([a for _, a in missing], sampling, None), strict=True)
             }
+        if missing:
             self.calls += len(fresh)
             cache.update(fresh)
             with open(self._cache_path(), "a", encoding="utf-8") as fh:  # a torn last line is skipped on reading
                 fh.writelines(json.dumps({"key": k, "reply": v}) + "\n" for k, v in fresh.items())
-        return [cache[k] for k in keys]
+        return [cache.get(k) for k in keys]
 
-    def _parse_one(self, reply: str) -> float | None:
+    def _parse_one(self, reply: str | None) -> float | None:
+        if reply is None:  # the endpoint failed every try (counted in its usage)
+            return None
         match = _NUMBER.search(reply)
         if not match:
             self.unparsed += 1
             return None
         return (int(match.group(1)) - 1) / 9
 
-    def _parse_group(self, reply: str, size: int) -> list[float | None]:
+    def _parse_group(self, reply: str | None, size: int) -> list[float | None]:
+        if reply is None:
+            return [None] * size
         found = {m.group(1): int(m.group(2)) / 10 for m in _LABELLED.finditer(reply)}
         values = [found.get(chr(65 + j)) for j in range(size)]
         self.unparsed += sum(v is None for v in values)
@@ -144,7 +169,11 @@ class JudgeScorer:
     def _cache_path(self) -> Path:
         from tao.core.embedded import cache_dir
 
-        path = cache_dir() / "judge" / f"{self._base()[0].sha256[:16]}.jsonl"  # one cache per judge model
+        if self.endpoint is not None:  # one cache per endpoint and model (the key is not part of it)
+            name = hashlib.sha256(f"{self.endpoint.config.url}|{self.endpoint.config.model}".encode()).hexdigest()
+        else:
+            name = self._base()[0].sha256  # one cache per judge model
+        path = cache_dir() / "judge" / f"{name[:16]}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 

@@ -10,7 +10,6 @@ A pairs file has one JSON object per line, in trl's preference forms:
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +18,8 @@ from typing import Any
 
 from reward.scorer import RewardSet
 from tao.core.errors import InputError
-from tao.core.prompts import jsonl_objects, parse_line
+from tao.core.prompts import parse_record
+from tao.core.records import records
 from tao.core.types import Candidate, Prompt
 
 
@@ -34,7 +34,7 @@ def load_pairs(path: Path) -> tuple[str, list[Pair]]:
     """The file's sha256 and its pairs; a bad line is an InputError naming file, line and field."""
     digest = hashlib.sha256()
     pairs = []
-    for number, obj in jsonl_objects(path, digest):
+    for number, obj in records(path, digest):
         pairs.append(_pair(obj, path, number))
     if not pairs:
         raise InputError("no pairs in file", file=path)
@@ -69,7 +69,7 @@ def _pair(obj: Any, path: Path, number: int) -> Pair:
         line = {"messages": turns}
     else:
         raise bad('missing "prompt" (or conversations in "chosen" and "rejected")', "prompt")
-    prompt = parse_line(json.dumps({**line, "id": obj.get("prompt_id", obj.get("id"))}), path, number)
+    prompt = parse_record({**line, "id": obj.get("prompt_id", obj.get("id"))}, path, number)
     return Pair(prompt, answers["chosen"], answers["rejected"])
 
 

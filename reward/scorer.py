@@ -32,7 +32,7 @@ from reward import ifeval
 from reward.function import FunctionScorer, load_function
 from reward.judge import JudgeScorer
 from reward.rules import MajorityScorer, RuleScorer, rule_check
-from tao.core.config import Config
+from tao.core.config import Config, JudgeConfig
 from tao.core.errors import InputError
 from tao.core.specs import split_weight
 from tao.core.types import Candidate, Prompt, Score, Scored
@@ -50,11 +50,14 @@ class Scorer(Protocol):
         ...
 
 
-def build_scorer(spec: str, trust_remote_code: bool = False, base_model: str = "default") -> Scorer:
-    """The scorer a spec names; a judge without ``@MODEL`` is ``base_model`` (the run's base)."""
+def build_scorer(
+    spec: str, trust_remote_code: bool = False, base_model: str = "default", judge: JudgeConfig | None = None
+) -> Scorer:
+    """The scorer a spec names; a judge without ``@JUDGE`` is ``base_model`` (the run's base), ``@endpoint`` the
+    endpoint of ``judge`` (the config's judge section)."""
     kind, _, rest = spec.partition(":")
     if kind in ("judge", "judge_group") and rest:
-        return JudgeScorer(spec, kind == "judge_group", base_model, trust_remote_code)
+        return JudgeScorer(spec, kind == "judge_group", base_model, trust_remote_code, judge)
     if kind == "ifeval":
         return ifeval.build(spec)
     if spec == "rule:majority_number":
@@ -95,13 +98,14 @@ class RewardSet:
         base_model: str = "default",
         gate: bool = False,
         thinking: str = "strip",
+        judge: JudgeConfig | None = None,
     ):
         if not specs:
             raise InputError("at least one scorer is needed", field="reward")
         self.weighted: list[tuple[Scorer, float]] = []
         for text in specs:
             spec, weight = split_weight(text)
-            self.weighted.append((build_scorer(spec, trust_remote_code, base_model), weight))
+            self.weighted.append((build_scorer(spec, trust_remote_code, base_model, judge), weight))
         names = [s.name for s, _ in self.weighted]
         if len(set(names)) != len(names):
             raise InputError("a scorer is listed twice; give it one weight", field="reward")
@@ -111,7 +115,8 @@ class RewardSet:
     @classmethod
     def from_config(cls, specs: Sequence[str], config: Config, gate: bool = False) -> RewardSet:
         """The scorers ``specs`` as a run's config sets them up (remote code, judge model, thinking blocks)."""
-        return cls(specs, config.model.trust_remote_code, config.model.name, gate, config.reward.thinking)
+        model = config.model
+        return cls(specs, model.trust_remote_code, model.name, gate, config.reward.thinking, config.judge)
 
     @property
     def specs(self) -> list[str]:
@@ -164,6 +169,12 @@ class RewardSet:
     def unparsed(self) -> dict[str, int]:
         """Per judge, the candidates whose verdict it could not read (scored None)."""
         return {s.name: s.unparsed for s, _ in self.weighted if isinstance(s, JudgeScorer) and s.unparsed}
+
+    def judge_usage(self) -> dict[str, dict[str, int]]:
+        """Per judge at an endpoint, what it has been asked so far: requests, failures, retries, tokens."""
+        return {
+            s.name: s.endpoint.usage.as_dict() for s, _ in self.weighted if isinstance(s, JudgeScorer) and s.endpoint
+        }
 
     def totals(self, prompts: Sequence[Prompt], candidates: Sequence[Candidate]) -> list[float | None]:
         """The weighted totals alone (what best-of-N exploration ranks by)."""

@@ -201,6 +201,7 @@ def explore(
 
 def score(rp: RoundPaths, ctx: Run, config: Config, rewards: RewardSet, prompts: tuple[Prompt, ...]) -> dict:
     candidates = [Candidate.from_row(row) for row in read_jsonl(rp.rollouts)]
+    spent_before = rewards.judge_usage()
     with ctx.console.bar(len(prompts), "score", unit="prompt") as bar:
 
         def progress(done: int) -> None:
@@ -217,6 +218,12 @@ def score(rp: RoundPaths, ctx: Run, config: Config, rewards: RewardSet, prompts:
         )
     write_jsonl(rp.candidates, (s.to_row() for s in scored))
     stats = report.score_stats(scored, config.update.min_spread)
+    spent = rewards.judge_usage()
+    if spent:  # what a judge at an endpoint was asked this round (a resumed round pays nothing twice: the cache)
+        stats["judge"] = {
+            name: {k: v - spent_before.get(name, {}).get(k, 0) for k, v in usage.items()}
+            for name, usage in spent.items()
+        }
     unparsed = rewards.unparsed()
     if unparsed:  # a judge that did not answer in the asked format: those candidates have no opinion from it
         stats["unparsed"] = unparsed

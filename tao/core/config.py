@@ -185,6 +185,24 @@ class SftConfig:
 
 
 @dataclass(frozen=True)
+class JudgeConfig:
+    """An LLM judge behind an OpenAI-compatible chat endpoint (``judge:RUBRIC@endpoint`` in reward.scorers)."""
+
+    url: str = ""  # the endpoint's base URL, e.g. http://localhost:8000/v1 (a `vllm serve`) or a hosted API's
+    model: str = ""  # the model the endpoint serves, as its requests name it
+    api_key_env: str = ""  # the environment variable holding the API key ("" = none); the key is never written
+    concurrency: int = 8  # requests in flight at once
+    timeout: float = 60.0  # seconds a request may take
+    retries: int = 3  # more tries of a request that failed (connection, timeout, 429, 5xx), with backoff
+
+    def __post_init__(self) -> None:
+        _require(not self.url or self.url.startswith(("http://", "https://")), "url", "must start with http(s)://")
+        _require(self.concurrency >= 1, "concurrency", "must be >= 1")
+        _require(self.timeout > 0, "timeout", "must be > 0")
+        _require(self.retries >= 0, "retries", "must be >= 0")
+
+
+@dataclass(frozen=True)
 class RewardModelConfig:
     """`tao reward train`: a reward model (trl's RewardTrainer, LoRA on the base) on preference pairs."""
 
@@ -243,6 +261,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     sft: SftConfig = field(default_factory=SftConfig)
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
