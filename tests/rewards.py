@@ -44,3 +44,12 @@ def as_array(prompts, completions, completion_ids, trainer_state, log_metric, **
 def mostly_nan(prompts, completions, completion_ids, **kwargs):
     """A broken scorer: NaN for all but the first candidate of a call."""
     return [1.0] + [float("nan")] * (len(completions) - 1)
+
+
+def terminated(prompts, completions, completion_ids, **kwargs):
+    """Gets SIGTERM while it scores, as a scorer does when the machine stops the job."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGTERM)
+    return [0.0] * len(completions)

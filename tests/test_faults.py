@@ -110,3 +110,13 @@ def test_a_killed_update_resumes_from_its_last_checkpoint(setting, tmp_path):
     theirs = load_file(RunPaths(tmp_path / "reference").round(1).adapter / "adapter_model.safetensors")
     assert all((mine[k] - theirs[k]).abs().max() <= 1e-6 for k in mine)
     assert not rp.trainer.exists()  # the checkpoints go once the adapter is published
+
+
+def test_sigterm_inside_a_scorer_stops_the_run_with_143(tiny_model, prompts_file, tmp_path):
+    """A handler that catches Exception (the user function's wrapper) must not swallow the stop."""
+    from tests.test_loop import tao_run
+
+    result = tao_run(prompts_file, tiny_model, tmp_path / "run", "--reward", "tests.rewards:terminated", catch=True)
+    assert result.exit_code == 143, result.output
+    assert "stopped (SIGTERM); run the same command again to resume" in result.output
+    assert not (tmp_path / "run" / "round-0001" / "stages" / "score.json").exists()

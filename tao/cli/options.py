@@ -46,9 +46,10 @@ def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-class Terminated(Exception):
+class Terminated(BaseException):
     """SIGTERM, raised where the process is, so that ``finally`` blocks run (engine closed, lock released);
-    the stage in progress is lost, its finished predecessors are on disk."""
+    the stage in progress is lost, its finished predecessors are on disk. A BaseException, as KeyboardInterrupt is:
+    a handler that catches Exception (a user scorer's wrapper, a template check) must not swallow the stop."""
 
 
 def _terminate(signum: int, frame: Any) -> None:
