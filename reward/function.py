@@ -43,9 +43,7 @@ def load_function(target: str, spec: str) -> Callable[..., Any]:
             module = importlib.util.module_from_spec(module_spec)
             module_spec.loader.exec_module(module)
         else:
-            if os.getcwd() not in sys.path:
-                sys.path.insert(0, os.getcwd())  # as `python -m` would: your own module in the working directory
-            module = importlib.import_module(module_name)
+            module = _import_from_cwd(module_name)
     except InputError:
         raise
     except Exception as exc:
@@ -54,6 +52,17 @@ def load_function(target: str, spec: str) -> Callable[..., Any]:
     if not callable(func):
         raise InputError(f"{module_name} has no function {func_name!r}", field=spec)
     return func
+
+
+def _import_from_cwd(name: str) -> Any:
+    """``import name`` with the working directory first on the path, as `python -m` would find your own module,
+    then the path as it was: a later import of trl, peft or vLLM must not pick up a same-named file there."""
+    saved = list(sys.path)
+    sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path[:] = saved
 
 
 @dataclass(frozen=True)

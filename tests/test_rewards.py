@@ -328,3 +328,15 @@ def test_a_thinking_block_is_left_out_of_what_the_scorers_see():
     assert stripped.identity != whole.identity  # their totals are not comparable
     assert answer_part("<think>unfinished, still going") == "" and answer_part("  no block, here") == "  no block, here"
     assert answer_part("<thinking>a</thinking>\n b") == "b"
+
+
+def test_loading_a_users_module_leaves_the_import_path_as_it_was(tmp_path, monkeypatch):
+    import sys
+
+    from reward.function import load_function
+
+    (tmp_path / "my_checks.py").write_text("def score(prompts, completions, **kw):\n    return [1.0] * len(prompts)\n")
+    monkeypatch.chdir(tmp_path)
+    before = list(sys.path)
+    assert load_function("my_checks:score", "my_checks:score")(prompts=["p"], completions=[]) == [1.0]
+    assert sys.path == before  # a later lazy import (trl, peft, vllm) cannot pick up a file from the working dir
