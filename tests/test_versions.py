@@ -239,3 +239,34 @@ def test_chat_answers_each_line_with_the_version(versions, tiny_model):
         model.eval(), AutoTokenizer.from_pretrained(tiny_model), [[{"role": "user", "content": "hello"}]]
     )
     assert result.output.startswith("chatting with support/round-0002") and expected in result.output
+
+
+def _promote_in_child(root, name):
+    version = registry.find(root, "support/round-0002")
+    registry.promote(root, version, name)
+
+
+def test_concurrent_promotions_lose_no_history_entry(root, monkeypatch):
+    """Six processes promote at once; each reads the registry slowly (as on a busy disk): every promotion is in the
+    history and every name points at its version, because each read-change-write holds the registry's lock."""
+    import multiprocessing
+    import time
+
+    real = registry.read_state
+
+    def slow(root_dir):
+        state = real(root_dir)
+        time.sleep(0.2)  # widen the read-to-write window, where an unlocked update loses another's
+        return state
+
+    monkeypatch.setattr(registry, "read_state", slow)
+    context = multiprocessing.get_context("fork")
+    procs = [context.Process(target=_promote_in_child, args=(root, f"bot-{i}")) for i in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert all(p.exitcode == 0 for p in procs)
+    state = real(root)
+    assert sorted(e["name"] for e in state["history"]) == [f"bot-{i}" for i in range(6)]
+    assert state["promoted"] == {f"bot-{i}": "support/round-0002" for i in range(6)}

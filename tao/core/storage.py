@@ -76,12 +76,13 @@ def sha256_file(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (a run directory's lock file) or fail with a clear error."""
+def locked(path: Path, wait: bool = False) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (a run directory's lock file) or fail with a clear error; with ``wait``,
+    wait for the holder instead (a short update such as the registry's)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fh = open(path, "a+")  # noqa: SIM115 (held open for the lock's lifetime)
     try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fh, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         fh.seek(0)
         holder = fh.read().strip() or "another process"

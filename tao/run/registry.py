@@ -17,7 +17,7 @@ from tao.core import faults
 from tao.core.config import Config, to_dict
 from tao.core.errors import InputError
 from tao.core.model import BaseModel
-from tao.core.storage import read_json, write_json
+from tao.core.storage import locked, read_json, write_json
 from tao.run.paths import RoundPaths, RunPaths
 from tao.run.plan import Plan
 
@@ -75,6 +75,7 @@ def finished_rounds(run: RunPaths) -> list[tuple[RoundPaths, dict]]:
 
 KINDS = ("tao-round", "sft", "reward-model")
 STATE = "registry.json"  # under the versions root: the promoted pointer per name, and its history
+LOCK = ".registry.lock"  # held while registry.json is read, changed and written
 
 
 @dataclass(frozen=True)
@@ -164,9 +165,15 @@ def status(state: dict, version: Version) -> str:
 
 
 def promote(root: Path, version: Version, name: str) -> dict:
-    """Point ``name`` at ``version``. One atomic write: after a crash the old pointer or the new one holds."""
-    if not version.has_weights:
-        raise InputError(f"{version.name} has no weights (collected by `tao models gc`); it cannot be promoted")
+    """Point ``name`` at ``version``. One atomic write: after a crash the old pointer or the new one holds. Under the
+    registry's lock, as every update of it: two at once would each write what it read, and lose the other's."""
+    with locked(root / LOCK, wait=True):
+        if not version.has_weights:  # checked under the lock: a gc running now cannot remove them after this
+            raise InputError(f"{version.name} has no weights (collected by `tao models gc`); it cannot be promoted")
+        return _promote(root, version, name)
+
+
+def _promote(root: Path, version: Version, name: str) -> dict:
     state = read_state(root)
     entry = {"name": name, "version": version.name, "action": "promote", "previous": state["promoted"].get(name)}
     state["promoted"][name] = version.name
@@ -177,6 +184,11 @@ def promote(root: Path, version: Version, name: str) -> dict:
 
 def rollback(root: Path, name: str) -> dict:
     """Point ``name`` back at the version promoted before the current one."""
+    with locked(root / LOCK, wait=True):
+        return _rollback(root, name)
+
+
+def _rollback(root: Path, name: str) -> dict:
     state = read_state(root)
     stack: list[str] = []
     for e in state["history"]:
@@ -193,7 +205,13 @@ def rollback(root: Path, name: str) -> dict:
 
 def gc(root: Path, keep: int, dry_run: bool = False) -> list[Version]:
     """Remove the weights of versions that are neither promoted nor among the ``keep`` newest of their run
-    (an SFT output or reward model is a run of its own); manifests, candidates and reports stay."""
+    (an SFT output or reward model is a run of its own); manifests, candidates and reports stay. Under the
+    registry's lock: a promotion racing it would otherwise lose the weights it just pointed at."""
+    with locked(root / LOCK, wait=True):
+        return _gc(root, keep, dry_run)
+
+
+def _gc(root: Path, keep: int, dry_run: bool) -> list[Version]:
     state = read_state(root)
     runs: dict[Path, list[Version]] = {}
     for v in discover(root):
