@@ -73,7 +73,7 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
     base = resolve_base(config.model, console)
     check_lora_targets(base, config.model, config.lora)
     paths = RunPaths(run_dir)
-    if paths.run.is_file() and read_json(paths.run)["base_model"]["sha256"] != base.sha256:
+    if paths.run.is_file() and not base.pinned_by(read_json(paths.run)["base_model"]["sha256"]):
         raise InputError("this run was started on another base model; use a new --run-dir", file=paths.run)
     choice = choose_engine(config, device().type == "cuda")
     processes.check_engine(choice.name)

@@ -104,3 +104,17 @@ def test_remote_code_model_is_refused_without_the_flag(tmp_path, tiny_model):
     assert result.exit_code == 2 and "ships its own Python code" in result.output
     assert "model.trust_remote_code=true" in result.output and str(model / "config.json") in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_every_file_of_the_base_counts_in_its_hash(tiny_model, tmp_path):
+    """A changed tokenizer file (here the merges, a vocabulary or a sentencepiece model elsewhere) is another base."""
+    import shutil
+
+    from tao.core.model import content_hash
+
+    model = shutil.copytree(tiny_model, tmp_path / "model")
+    before, legacy = content_hash(model), content_hash(model, legacy=True)
+    (model / "merges.txt").write_text("a b\n")  # a file the old hash (weights, json, jinja) did not read
+    assert content_hash(model) != before and content_hash(model, legacy=True) == legacy
+    (model / "modeling_custom.py").write_text("# code shipped with a model\n")
+    assert content_hash(model) not in (before, content_hash(model, legacy=True))

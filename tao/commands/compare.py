@@ -65,7 +65,7 @@ def evaluate_models(
     rewards = RewardSet.from_config(scorers, config)
     base = resolve_base(config.model, console)
     for spec in specs:
-        if spec.base_sha256 and spec.base_sha256 != base.sha256:
+        if spec.base_sha256 and not base.pinned_by(spec.base_sha256):
             raise InputError(f"{spec.label} was trained on another base model than --model", field="models")
     policy = Policy(base, config.model, config.lora)
     engine = open_engine(choose_engine(config, device().type == "cuda"), base, policy, config, console)

@@ -56,7 +56,7 @@ def load(version: Version, console: Console) -> Chatbot:
     model = {**saved.get("model", {}), "name": version.manifest["base_model"]["path"]}
     config = replace(load_config(None, []), model=model, lora=saved.get("lora", {}))
     base = resolve_base(config.model, console)
-    if base.sha256 != version.manifest["base_model"]["sha256"]:
+    if not base.pinned_by(version.manifest["base_model"]["sha256"]):
         raise InputError(f"the base model changed since {version.name} was trained", file=base.path)
     policy = Policy(base, config.model, config.lora)
     max_new = saved.get("rollout", {}).get("max_new_tokens", config.rollout.max_new_tokens)

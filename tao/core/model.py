@@ -30,7 +30,12 @@ class BaseModel:
 
     name: str  # as given: "default", a directory, or a hub id
     path: Path  # the local directory it loads from
-    sha256: str  # of its weights, config and tokenizer files
+    sha256: str  # of every file in it: weights, config, tokenizer (model, merges, vocabulary), chat template, code
+
+    def pinned_by(self, sha256: str) -> bool:
+        """Whether a run or version recorded this model: by its hash, or (made before every file was hashed) by the
+        hash of its weights, config and template files alone."""
+        return sha256 == self.sha256 or sha256 == content_hash(self.path, legacy=True)
 
 
 def resolve_base(config: ModelConfig, console: Console) -> BaseModel:
@@ -81,9 +86,18 @@ def _download(name: str) -> Path:
         raise InputError(f"not a local directory, and the hub did not provide it: {reason}", file=name) from None
 
 
-def content_hash(path: Path) -> str:
-    """sha256 over the model's files (name and content); cached by size and mtime in the tao cache."""
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".safetensors", ".json", ".jinja"))
+def content_hash(path: Path, legacy: bool = False) -> str:
+    """sha256 over every file the loaders may read (name and content; hidden files aside), the weights, config,
+    tokenizer files, chat template and any code; cached by size and mtime in the tao cache. ``legacy``: over the
+    .safetensors, .json and .jinja files only, as runs recorded it before 2026-12-07."""
+    if legacy:
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".safetensors", ".json", ".jinja"))
+    else:
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
     cache_file = embedded.cache_dir() / "hashes.json"
     try:
         cache = json.loads(cache_file.read_text())
@@ -97,7 +111,8 @@ def content_hash(path: Path) -> str:
         if key not in cache:
             cache[key] = sha256_file(file)
             changed = True
-        outer.update(f"{file.name}\0{cache[key]}\n".encode())
+        name = file.name if legacy else file.relative_to(path).as_posix()
+        outer.update(f"{name}\0{cache[key]}\n".encode())
     if changed:
         with contextlib.suppress(OSError):  # a read-only cache only costs time
             write_json(cache_file, cache)
