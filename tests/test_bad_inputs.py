@@ -38,6 +38,29 @@ CASES = [
     Case("missing file", {}, RUN, "file not found", "p.jsonl"),
     Case("a directory", {"p.jsonl/x": "x"}, RUN, "cannot read", "p.jsonl"),
     Case("array line", {"p.jsonl": '["say hi"]\n'}, RUN, "expected a JSON object", "p.jsonl:1"),
+    # valid JSON that the rest of the program cannot hold
+    Case("lone surrogate", {"p.jsonl": GOOD + '{"prompt": "\\ud800 x"}\n'}, RUN, "not valid Unicode", "p.jsonl:3"),
+    Case(
+        "a number of 5000 digits",
+        {"p.jsonl": '{"prompt": "x", "n": ' + "9" * 5000 + "}\n"},
+        RUN,
+        "cannot hold",
+        "p.jsonl:1",
+    ),
+    Case(
+        "nesting 100000 deep",
+        {"p.jsonl": '{"prompt": "x", "n": ' + "[" * 100000 + "]" * 100000 + "}\n"},
+        RUN,
+        "nested too deep",
+        "p.jsonl:1",
+    ),
+    Case(
+        "a device",
+        {},
+        ("run", "--prompts", "/dev/zero", "--run-dir", "{tmp}/run", "--model", "{model}"),
+        "not a regular file",
+        "/dev/zero",
+    ),
     Case("no prompt field", {"p.jsonl": '{"text": "hi"}\n'}, RUN, "no prompt", "p.jsonl:1"),
     Case("two prompt fields", {"p.jsonl": '{"prompt": "a", "messages": []}\n'}, RUN, "ambiguous", "p.jsonl:1"),
     Case(

@@ -144,3 +144,21 @@ def test_a_run_reads_parquet_and_keeps_the_count_of_what_it_skipped(tiny_model, 
         "messages[-1].role: the last message must be the user's, got role 'assistant'": {"count": 1, "first_lines": [4]}
     }
     assert "1 record(s) skipped (lines 4...)" in result.output
+
+
+def test_a_pipe_is_refused_at_once_and_a_huge_line_is_an_error(tmp_path, monkeypatch):
+    import os
+    import threading
+
+    pipe = tmp_path / "logs.jsonl"
+    os.mkfifo(pipe)
+    outcome = []
+    reader = threading.Thread(target=lambda: outcome.append(pytest.raises(InputError, load_prompts, pipe)))
+    reader.start()
+    reader.join(10)
+    assert outcome and "not a regular file" in str(outcome[0].value)  # it did not wait for a writer
+    monkeypatch.setattr("tao.core.records.MAX_LINE", 1000)
+    long = tmp_path / "long.jsonl"
+    long.write_text(jsonl(ROWS[:1]) + json.dumps({"prompt": "x" * 5000}) + "\n")
+    with pytest.raises(InputError, match=r"long\.jsonl:2: a line longer than"):
+        load_prompts(long)

@@ -14,13 +14,12 @@ prompt under other names are read through a field mapping (``data.fields``).
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tao.core.errors import InputError
-from tao.core.records import records
+from tao.core.records import parse_json, records
 from tao.core.types import Message, Prompt, content_key
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -133,11 +132,7 @@ def parse_record(obj: Any, path: Path, number: int, fields: dict[str, str] | Non
 
 def parse_line(raw: str, path: Path, number: int) -> Prompt:
     """One JSON text (an API request's body, a labeled line) as a Prompt."""
-    try:
-        obj = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"invalid JSON ({exc.msg} at column {exc.colno})", file=path, line=number) from None
-    return parse_record(obj, path, number)
+    return parse_record(parse_json(raw, path, number), path, number)
 
 
 def _messages(value: Any, name: str, bad: Any) -> tuple[Message, ...]:

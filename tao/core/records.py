@@ -27,11 +27,13 @@ from typing import Any
 from tao.core.errors import InputError
 
 JSON_COLUMNS = ("messages", "request", "body")  # columns of a CSV that hold JSON text
+MAX_LINE = 32 * 2**20  # bytes of one record's line at most: memory stays bounded whatever the input
 BATCH_ROWS = 1024  # Parquet rows read at a time
 
 
 def source_format(path: Path) -> str:
     """jsonl, jsonl.gz, csv, parquet or datasets, from the name (a directory: a saved dataset)."""
+    _regular(path)
     if path.is_dir():
         if (path / "dataset_dict.json").is_file():
             raise InputError("a dataset with several splits: give the directory of one split", file=path)
@@ -66,15 +68,34 @@ def records(path: Path, digest: Any) -> Iterator[tuple[int, Any]]:
             stream = gzip.GzipFile(fileobj=_Hashing(raw, digest)) if kind == "jsonl.gz" else _Hashing(raw, digest)
             for number, text in _lines(path, stream):
                 if text.strip():
-                    try:
-                        yield number, json.loads(text)
-                    except json.JSONDecodeError as exc:
-                        where = f"{exc.msg} at column {exc.colno}"
-                        raise InputError(f"invalid JSON ({where})", file=path, line=number) from None
+                    yield number, parse_json(text, path, number)
+
+
+def parse_json(text: str, path: Path, number: int | None = None) -> Any:
+    """JSON text as Python values a prompt can hold: invalid JSON, numbers too long to convert, nesting too deep
+    and strings that are not Unicode (lone surrogate escapes) are one-line errors naming the line."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"invalid JSON ({exc.msg} at column {exc.colno})", file=path, line=number) from None
+    except ValueError as exc:  # an integer of thousands of digits
+        raise InputError(f"a value JSON allows but tao cannot hold ({exc})", file=path, line=number) from None
+    except RecursionError:
+        raise InputError("JSON nested too deep", file=path, line=number) from None
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(
+            "a string that is not valid Unicode (a lone surrogate escape)", file=path, line=number
+        ) from None
+    except RecursionError:
+        raise InputError("JSON nested too deep", file=path, line=number) from None
+    return value
 
 
 def source_sha256(path: Path) -> str:
     """sha256 of a source's bytes; of a directory, of its files' names and bytes in name order."""
+    _regular(path)
     digest = hashlib.sha256()
     _hash_files(path, digest)
     return digest.hexdigest()
@@ -95,6 +116,12 @@ def _hash_files(path: Path, digest: Any) -> None:
         raise InputError(f"cannot read: {exc.strerror}", file=path) from None
 
 
+def _regular(path: Path) -> None:
+    """A named pipe or a device would block, or grow without end, and a source is read twice: refuse it."""
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise InputError("not a regular file (a pipe or a device cannot be read twice)", file=path)
+
+
 class _Hashing(io.RawIOBase):
     """A binary stream that feeds every byte it reads into a digest."""
 
@@ -112,9 +139,15 @@ class _Hashing(io.RawIOBase):
 
 
 def _lines(path: Path, stream: Any) -> Iterator[tuple[int, str]]:
-    """UTF-8 lines with their numbers (a leading byte-order mark dropped)."""
+    """UTF-8 lines with their numbers (a leading byte-order mark dropped); a line over ``MAX_LINE`` bytes is an
+    error, found without holding more than that in memory."""
+    reader = io.BufferedReader(stream)
+    number = 0
     try:
-        for number, data in enumerate(io.BufferedReader(stream), start=1):
+        while data := reader.readline(MAX_LINE + 1):
+            number += 1
+            if len(data) > MAX_LINE:
+                raise InputError(f"a line longer than {MAX_LINE // 2**20} MiB", file=path, line=number)
             try:
                 text = data.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -139,9 +172,9 @@ def _csv_rows(path: Path, lines: Iterator[tuple[int, str]]) -> Iterator[tuple[in
             for key in JSON_COLUMNS:
                 if isinstance(record.get(key), str):
                     try:
-                        record[key] = json.loads(record[key])
-                    except json.JSONDecodeError as exc:
-                        raise InputError(f"not JSON ({exc.msg})", file=path, line=numbers[-1], field=key) from None
+                        record[key] = parse_json(record[key], path, numbers[-1])
+                    except InputError as exc:
+                        raise InputError(f"not JSON ({exc.problem})", file=path, line=numbers[-1], field=key) from None
             yield numbers[-1], record
     except csv.Error as exc:
         raise InputError(f"not CSV ({exc})", file=path, line=numbers[-1] if numbers else None) from None
