@@ -385,3 +385,19 @@ def test_gradient_checkpointing_keeps_fewer_activations_and_gives_the_same_gradi
     (plain_bytes, plain), (ckpt_bytes, ckpt) = results[False], results[True]
     assert ckpt_bytes < 0.6 * plain_bytes
     assert plain.keys() == ckpt.keys() and all(torch.allclose(plain[n], ckpt[n], atol=1e-6) for n in plain)
+
+
+def test_a_resumed_update_takes_the_newest_whole_checkpoint_and_removes_partial_ones(tmp_path):
+    """A kill (or a full disk) inside a save leaves checkpoint-N without its trainer_state.json, written last, or
+    with half of it; resuming from it would fail every rerun."""
+    from tao.update.grpo import last_complete_checkpoint
+
+    scratch = tmp_path / ".trainer"
+    assert last_complete_checkpoint(scratch) is None
+    for step, state in ((10, '{"global_step": 10}'), (20, None), (30, '{"global_st')):
+        (scratch / f"checkpoint-{step}").mkdir(parents=True)
+        (scratch / f"checkpoint-{step}" / "adapter_model.safetensors").write_bytes(b"x")
+        if state is not None:
+            (scratch / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    assert last_complete_checkpoint(scratch) == str(scratch / "checkpoint-10")
+    assert sorted(p.name for p in scratch.iterdir()) == ["checkpoint-10"]

@@ -15,6 +15,7 @@ the most contrasted part buys more signal per minute than training on everything
 from __future__ import annotations
 
 import json
+import shutil
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -161,7 +162,6 @@ def grpo_update(
         return stats
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOTrainer
 
     # Under `accelerate launch` each process trains its share of a step's groups (one group per micro-batch).
@@ -191,7 +191,7 @@ def grpo_update(
         # takes the base model (adapters off), so the KL term holds every round to the base and drift cannot
         # accumulate over the flywheel's rounds.
         trainer.model.delete_adapter("ref")
-    resume = get_last_checkpoint(str(scratch)) if scratch.is_dir() else None  # left by an update that was killed
+    resume = last_complete_checkpoint(scratch)  # left by an update that was killed
     trainer.train(resume_from_checkpoint=resume)
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     stats.update(
@@ -212,6 +212,26 @@ def grpo_update(
         if processes.sharded() is None:  # under FSDP / ZeRO-3 each process holds a shard
             stats["adapter_sha256_per_process"] = processes.gather(adapter_digest(model))
     return stats
+
+
+def last_complete_checkpoint(scratch: Path) -> str | None:
+    """The newest checkpoint a killed update left whole, and none of the partial ones. transformers writes
+    ``checkpoint-N`` in place and its ``trainer_state.json`` last: a kill or a full disk during a save leaves one
+    without it (or with half of it), which its own ``get_last_checkpoint`` would pick and every rerun then fail on.
+    Those are removed."""
+    if not scratch.is_dir():
+        return None
+    found = sorted(
+        (p for p in scratch.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+    )
+    for checkpoint in reversed(found):
+        try:
+            json.loads((checkpoint / "trainer_state.json").read_text())
+            return str(checkpoint)
+        except (OSError, ValueError):
+            shutil.rmtree(checkpoint, ignore_errors=True)
+    return None
 
 
 def grpo_args(config: Config, group_size: int, accumulate: int, scratch: Path) -> Any:
@@ -242,8 +262,6 @@ def grpo_args(config: Config, group_size: int, accumulate: int, scratch: Path) -
 def save_adapter(model: Any, path: Path | None, trainer: Any) -> None:
     """The trained adapter, saved once (by process 0). With ``trainer`` (FSDP, ZeRO-3: the weights are in shards)
     every process first takes part in gathering them; under DDP each process holds the same weights already."""
-    import shutil
-
     if path is None:
         return
     state = trainer.accelerator.get_state_dict(trainer.model_wrapped) if trainer else None
