@@ -223,6 +223,70 @@ def test_builtin_server_answers_a_chat_completion_on_localhost_as_the_round(vers
         server.server_close()
 
 
+def test_the_builtin_server_holds_against_idle_clients_bad_requests_and_streams(versions):
+    """Real sockets: an idle connection does not block another client; an oversized body, a bad temperature or a
+    huge max_tokens get a 4xx in OpenAI's error shape; a streaming client gets server-sent events."""
+    import socket
+    import threading
+    import time
+    import urllib.error
+    import urllib.request
+
+    from tao.commands.serve import MAX_BODY, load, make_server
+    from tao.core.console import Console
+
+    version = registry.find(versions, "support/round-0002")
+    server = make_server(load(version, Console(quiet=True)), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/v1"
+
+    def post(payload, stream=False):
+        request = urllib.request.Request(
+            f"{url}/chat/completions", json.dumps(payload).encode(), {"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                raw = response.read().decode()
+                return response.status, response.headers["Content-Type"], raw
+        except urllib.error.HTTPError as err:
+            return err.code, err.headers["Content-Type"], err.read().decode()
+
+    hello = [{"role": "user", "content": "say something 1"}]
+    idle = socket.create_connection(("127.0.0.1", server.server_port))  # connects, then says nothing
+    try:
+        started = time.perf_counter()
+        with urllib.request.urlopen(f"{url}/models", timeout=10) as response:
+            assert response.status == 200
+        status, _, body = post({"messages": hello, "temperature": 0})
+        assert status == 200 and time.perf_counter() - started < 30  # not held up by the idle client
+        plain = json.loads(body)["choices"][0]["message"]["content"]
+
+        big = socket.create_connection(("127.0.0.1", server.server_port))
+        big.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {MAX_BODY + 1}\r\n\r\n".encode())
+        big.settimeout(30)
+        answer = big.makefile("rb").read().decode()  # the server answers and closes, the body unread
+        big.close()
+        assert answer.startswith("HTTP/1.0 413") and '"type": "invalid_request_error"' in answer
+
+        for bad, param in (({"temperature": "hot"}, "temperature"), ({"max_tokens": 10**9}, "max_tokens")):
+            status, kind, body = post({"messages": hello, **bad})
+            error = json.loads(body)["error"]
+            assert (status, kind, error["param"]) == (400, "application/json", param) and error["message"]
+
+        status, kind, body = post({"messages": hello, "temperature": 0, "stream": True})
+        assert status == 200 and kind == "text/event-stream"
+        events = [line.removeprefix("data: ") for line in body.splitlines() if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        chunks = [json.loads(e) for e in events[:-1]]
+        assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+        assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == plain
+        assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+    finally:
+        idle.close()
+        server.shutdown()
+        server.server_close()
+
+
 def test_chat_answers_each_line_with_the_version(versions, tiny_model):
     from click.testing import CliRunner
     from peft import PeftModel
