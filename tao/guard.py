@@ -6,10 +6,16 @@ reward model) and compared with the previous round's (the base model's for the f
 reward differs from the previous round's: totals of different rewards are not comparable). The guard raises
 an alarm when
 
-- the reward rose on the held-out prompts while the check fell (the update learned the reward, not the task);
+- the reward rose on the held-out prompts while the check fell, each by more than ``MARGIN`` (0.05: a smaller move
+  of the mean over 32 prompts is within what the seed alone changes);
 - the answers' mean length left [1/r, r] times the base model's (r = ``eval.max_length_ratio``);
 - the answers started repeating themselves: the share of distinct word 4-grams fell by more than 0.1 from the
-  base model's (``rule:repetition``).
+  base model's (``rule:repetition``);
+- the answers collapsed to a few words: the share under ``FEW_WORDS`` words rose by more than ``SHARE_RISE`` (0.2)
+  from the base model's (such answers score 1 for repetition and satisfy many format checks);
+- one canned answer for many prompts: the share of answers that repeat another answer word for word rose by more
+  than ``SHARE_RISE`` from the base model's;
+- answers stopped finishing: the share ended within the answer budget fell by more than ``SHARE_RISE``.
 
 ``eval.guard: warn`` prints the alarms; ``stop`` also ends the run after the round and names the best round.
 """
@@ -24,6 +30,9 @@ from tao.core.types import Answer, Prompt
 from tao.evaluation import rescore
 
 REPETITION_DROP = 0.1  # a fall in the distinct-4-gram share larger than this is an alarm
+MARGIN = 0.05  # the reward must rise, and the check fall, by more than this for the two to count as moving
+FEW_WORDS = 5  # an answer under this many words says almost nothing
+SHARE_RISE = 0.2  # a rise (or fall) of a share of the answers larger than this is an alarm
 REPETITION = RewardSet(("rule:repetition",))
 
 
@@ -42,6 +51,12 @@ def inspect(
         "length_ratio": _words(answers) / _words(base) if _words(base) else None,  # None: the base answered nothing
         "repetition": _repetition(answers, prompts),
         "base_repetition": _repetition(base, prompts),
+        "few_words": _few_words(answers),
+        "base_few_words": _few_words(base),
+        "copies": _copies(answers),
+        "base_copies": _copies(base),
+        "finished": _finished(answers),
+        "base_finished": _finished(base),
         "check": check.specs if check else None,
         "check_mean": _mean(a.score for a in rescore(answers, prompts, check)) if check else None,
         "previous_check_mean": _mean(a.score for a in rescore(previous, prompts, check)) if check else None,
@@ -53,7 +68,8 @@ def inspect(
 def alarms(f: dict, max_length_ratio: float) -> list[str]:
     out = []
     known = all(f.get(k) is not None for k in ("reward", "previous_reward", "check_mean", "previous_check_mean"))
-    if known and f["reward"] > f["previous_reward"] and f["check_mean"] < f["previous_check_mean"]:
+    rose = known and f["reward"] - f["previous_reward"] > MARGIN
+    if rose and f["previous_check_mean"] - f["check_mean"] > MARGIN:
         out.append(
             f"the held-out reward rose ({f['previous_reward']:.3f} -> {f['reward']:.3f}) while the check fell "
             f"({f['previous_check_mean']:.3f} -> {f['check_mean']:.3f})"
@@ -63,6 +79,15 @@ def alarms(f: dict, max_length_ratio: float) -> list[str]:
     rep, base_rep = f["repetition"], f["base_repetition"]
     if rep is not None and base_rep is not None and base_rep - rep > REPETITION_DROP:
         out.append(f"held-out answers repeat themselves more (distinct 4-gram share {base_rep:.2f} -> {rep:.2f})")
+    shares = (
+        ("few_words", 1, f"held-out answers under {FEW_WORDS} words"),
+        ("copies", 1, "held-out answers that repeat another answer word for word"),
+        ("finished", -1, "held-out answers that end within the answer budget"),
+    )
+    for key, sign, what in shares:
+        now, before = f.get(key), f.get(f"base_{key}")
+        if now is not None and before is not None and sign * (now - before) > SHARE_RISE:
+            out.append(f"{what}: {before:.0%} -> {now:.0%} of them (base model -> this round)")
     return out
 
 
@@ -75,6 +100,22 @@ def best_round(evaluations: Sequence[tuple[int, dict]]) -> int | None:
 
 def _repetition(answers: Sequence[Answer], prompts: Sequence[Prompt]) -> float | None:
     return _mean(a.score for a in rescore(answers, prompts, REPETITION))
+
+
+def _few_words(answers: Sequence[Answer]) -> float | None:
+    return mean(len(a.text.split()) < FEW_WORDS for a in answers) if answers else None
+
+
+def _copies(answers: Sequence[Answer]) -> float | None:
+    """Share of answers whose text (spacing and case aside) another answer also has."""
+    if not answers:
+        return None
+    texts = [" ".join(a.text.lower().split()) for a in answers]
+    return mean(texts.count(t) > 1 for t in texts)
+
+
+def _finished(answers: Sequence[Answer]) -> float | None:
+    return mean(a.finished for a in answers) if answers else None
 
 
 def _words(answers: Sequence[Answer]) -> float:

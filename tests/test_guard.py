@@ -17,8 +17,10 @@ CALM |= {"length_ratio": 1.2, "repetition": 0.95, "base_repetition": 1.0}
     "change, alarm",
     [
         ({}, None),
-        ({"check_mean": 0.55}, "the held-out reward rose (0.500 -> 0.600) while the check fell (0.600 -> 0.550)"),
-        ({"check_mean": 0.55, "reward": 0.4}, None),  # both fell: a bad round, not hacking
+        ({"check_mean": 0.5}, "the held-out reward rose (0.500 -> 0.600) while the check fell (0.600 -> 0.500)"),
+        ({"check_mean": 0.57}, None),  # a fall within the margin: noise on a few prompts
+        ({"check_mean": 0.5, "reward": 0.4}, None),  # both fell: a bad round, not hacking
+        ({"check_mean": 0.5, "reward": 0.53}, None),  # the reward's rise is within the margin
         ({"length_ratio": 2.5}, "2.50 times as long"),
         ({"length_ratio": 0.4}, "0.40 times as long"),
         ({"length_ratio": None}, None),
@@ -74,3 +76,26 @@ def test_guard_stop_ends_the_run_after_an_alarmed_round(tiny_model, prompts_file
     monkeypatch.setattr(tao.guard, "inspect", real)
     going_on = tao_run(prompts_file, tiny_model, run_dir, "--rounds", "2", "--set", "eval.guard=warn")
     assert going_on.exit_code == 0 and len(RunPaths(run_dir).rounds()) == 2
+
+
+@pytest.mark.parametrize(
+    "planted, alarm",
+    [
+        (lambda i: ("Yes.", True), "held-out answers under 5 words: 0% -> 100%"),
+        (lambda i: ("As an assistant I am always glad to help you with that request today.", True), "word for word"),
+        (lambda i: (f"An answer to question {i} that goes on and on without an end", False), "end within the answer"),
+    ],
+    ids=["a few words", "one canned answer", "stopped finishing"],
+)
+def test_planted_collapses_raise_an_alarm(planted, alarm):
+    """Policies a user would call hacking though the reward may rise: each planted as the round's answers."""
+    prompts = [Prompt(f"q{i}", (Message("user", f"Tell me about topic {i}."),)) for i in range(12)]
+    base = [
+        Answer(f"q{i}", f"Topic {i} is a subject with a long history and many parts.", True, 0.5, {}, "r")
+        for i in range(12)
+    ]
+    answers = [Answer(f"q{i}", *planted(i), 0.9, {}, "r") for i in range(12)]
+    found = inspect(prompts, base, base, answers, None, max_length_ratio=10.0)["alarms"]
+    assert any(alarm in a for a in found), found
+    calm = inspect(prompts, base, base, base, None, max_length_ratio=10.0)["alarms"]
+    assert calm == []
