@@ -120,3 +120,28 @@ def test_sigterm_inside_a_scorer_stops_the_run_with_143(tiny_model, prompts_file
     assert result.exit_code == 143, result.output
     assert "stopped (SIGTERM); run the same command again to resume" in result.output
     assert not (tmp_path / "run" / "round-0001" / "stages" / "score.json").exists()
+
+
+@pytest.mark.parametrize("limit", [40_000, 300_000], ids=["early writes", "inside the update's checkpoint"])
+def test_a_full_disk_is_one_line_exit_2_and_a_rerun_completes(setting, tiny_model, tmp_path, limit):
+    """A file-size limit stands in for a full disk (writes fail with EFBIG, as with ENOSPC); SQLite, safetensors and
+    torch's zip writer report it without an OSError. Nothing half-written blocks the rerun once there is room."""
+    import resource
+
+    prompts = setting[0]
+    command = [sys.executable, "-m", "tao.cli", "run", "--prompts", str(prompts), "--model", str(tiny_model)]
+    command += ["--run-dir", str(tmp_path / "run"), "--quiet", *[a for s in TINY for a in ("--set", s)]]
+
+    def capped():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    full = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, preexec_fn=capped)
+    assert full.returncode == 2, full.stderr[-2000:]
+    assert (
+        full.stderr.strip().splitlines()[-1].startswith("tao: error: the disk is full")
+        and "Traceback" not in full.stderr
+    )
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert RunPaths(tmp_path / "run").round(1).manifest.is_file()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -30,11 +31,19 @@ def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
             click.echo(f"tao: error: {exc}", err=True)
             sys.exit(2)
         except ResourceError as exc:
+            if disk_full(exc):
+                click.echo(f"tao: error: {DISK_FULL}", err=True)
+                sys.exit(2)
             click.echo(f"tao: error: {exc}", err=True)
             sys.exit(1)
-        except OSError as exc:  # e.g. --run-dir names a file, or a directory we may not write
-            where = f"{exc.filename}: " if exc.filename else ""
-            click.echo(f"tao: error: {where}{exc.strerror or exc}", err=True)
+        except Exception as exc:
+            if not disk_full(exc) and not isinstance(exc, OSError):
+                raise
+            if disk_full(exc):
+                click.echo(f"tao: error: {DISK_FULL}", err=True)
+            else:  # e.g. --run-dir names a file, or a directory we may not write
+                where = f"{exc.filename}: " if exc.filename else ""
+                click.echo(f"tao: error: {where}{exc.strerror or exc}", err=True)
             sys.exit(2)
         except Terminated:
             click.echo("tao: stopped (SIGTERM); run the same command again to resume", err=True)
@@ -44,6 +53,26 @@ def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(130)
 
     return wrapper
+
+
+DISK_FULL = (
+    "the disk is full (or a file-size limit was reached) while writing; free space, then run the same command "
+    "again: finished stages are kept, the one in progress is redone"
+)
+_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+# How libraries that do not raise OSError say it: SQLite, safetensors' Rust writer, torch's zip writer
+_FULL_MESSAGES = ("no space left", "file too large", "disk quota", "database or disk is full", "unexpected pos")
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it was raised from) is a write that found no room."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+            return True
+        if any(m in str(exc).lower() for m in _FULL_MESSAGES):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 class Terminated(BaseException):
