@@ -111,11 +111,11 @@ def rule_check(name: str, arg: str | None, spec: str) -> Check:
     if name == "json":
         return no_arg(_json)
     if name == "length":
-        if arg is None or not arg.isdigit() or int(arg) < 1:
+        if arg is None or not arg.isdecimal() or int(arg) < 1:
             raise InputError("rule:length needs a word limit, e.g. rule:length:200", field=spec)
         return _length(int(arg))
     if name == "min_words":
-        if arg is None or not arg.isdigit() or int(arg) < 1:
+        if arg is None or not arg.isdecimal() or int(arg) < 1:
             raise InputError("rule:min_words needs a word count, e.g. rule:min_words:40", field=spec)
         return _min_words(int(arg))
     if name == "regex":

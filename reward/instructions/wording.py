@@ -71,7 +71,7 @@ CAPS = r"(?:capital letters|caps|capitals|upper[- ]?case(?: letters)?|capitalize
 
 def number(text: str) -> int:
     text = text.lower().strip()
-    return int(text) if text.isdigit() else _NUMBERS[text]
+    return int(text) if text.isdecimal() else _NUMBERS[text]
 
 
 def bounds(relation: str | None, n: int, after: str | None = None) -> list[tuple[str, int]]:

@@ -37,7 +37,7 @@ def parse_strategy(spec: str) -> Strategy:
     if kind == "ladder" and arg and not re.fullmatch(r"[0-9.]+-[0-9.]+", arg):
         raise ValueError(f"{spec!r}: a ladder is LOW-HIGH, e.g. ladder:0.4-1.2")
     least = {"refine": 1, "exemplars": 1, "best_of": 2}.get(kind)
-    if least and arg and not (arg.isdigit() and int(arg) >= least):
+    if least and arg and not (arg.isdecimal() and int(arg) >= least):
         raise ValueError(f"{spec!r}: {kind} takes a whole number (>= {least})")
     if kind == "guide" and not arg:
         raise ValueError(f"{spec!r}: guide needs a file, guide:FILE")

@@ -222,7 +222,7 @@ def last_complete_checkpoint(scratch: Path) -> str | None:
     if not scratch.is_dir():
         return None
     found = sorted(
-        (p for p in scratch.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+        (p for p in scratch.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdecimal()),
         key=lambda p: int(p.name.split("-")[-1]),
     )
     for checkpoint in reversed(found):
