@@ -2,7 +2,7 @@
 
     python scripts/instruction_agreement.py --answers FILE [--answers FILE ...] [--out FILE]
 
-The reward reads instructions from the prompt text (reward/instructions.py); the yardstick reads IFEval's labels
+The reward reads instructions from the prompt text (reward/instructions/); the yardstick reads IFEval's labels
 (`instruction_id_list`, `kwargs`). Three measures:
 
 1. Detection, prompts alone: per IFEval instruction type, the share of labelled instructions the reward finds

@@ -36,7 +36,7 @@ CASES = [
     Case("empty file", {"p.jsonl": ""}, RUN, "no prompts in file", "p.jsonl"),
     Case("only blank lines", {"p.jsonl": "\n  \n\n"}, RUN, "no prompts in file", "p.jsonl"),
     Case("missing file", {}, RUN, "file not found", "p.jsonl"),
-    Case("a directory", {"p.jsonl/x": "x"}, RUN, "cannot read", "p.jsonl"),
+    Case("a directory", {"p.jsonl/x": "x"}, RUN, "not a dataset saved", "p.jsonl"),
     Case("array line", {"p.jsonl": '["say hi"]\n'}, RUN, "expected a JSON object", "p.jsonl:1"),
     # valid JSON that the rest of the program cannot hold
     Case("lone surrogate", {"p.jsonl": GOOD + '{"prompt": "\\ud800 x"}\n'}, RUN, "not valid Unicode", "p.jsonl:3"),

@@ -305,6 +305,35 @@ def test_chat_answers_each_line_with_the_version(versions, tiny_model):
     assert result.output.startswith("chatting with support/round-0002") and expected in result.output
 
 
+def test_the_builtin_server_answers_500_when_generation_fails_and_keeps_serving(versions):
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from tao.commands.serve import Chatbot, make_server
+
+    class Broken:
+        def generate(self, *args, **kwargs):
+            raise RuntimeError("CUDA out of memory")
+
+    bot = Chatbot(registry.find(versions, "support/round-0002"), Broken(), 8, threading.Lock())
+    server = make_server(bot, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/v1"
+    body = json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode()
+    try:
+        request = urllib.request.Request(f"{url}/chat/completions", body, {"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as failed:
+            urllib.request.urlopen(request, timeout=10)
+        error = json.loads(failed.value.read())["error"]
+        assert failed.value.code == 500 and error["type"] == "server_error" and "RuntimeError" in error["message"]
+        with urllib.request.urlopen(f"{url}/models", timeout=10) as response:  # still serving
+            assert response.status == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def _promote_in_child(root, name):
     version = registry.find(root, "support/round-0002")
     registry.promote(root, version, name)
