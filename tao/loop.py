@@ -25,7 +25,7 @@ from tao.core.errors import InputError
 from tao.core.model import BaseModel, Policy, check_lora_targets, device, gpu_peak, prompt_fits, resolve_base
 from tao.core.storage import locked, read_json, read_jsonl, write_json, write_jsonl, write_text
 from tao.core.types import Answer, Candidate, Prompt, Sampling
-from tao.run import budget, registry, report
+from tao.run import budget, registry, report, tracker
 from tao.run.paths import RoundPaths, RunPaths
 from tao.run.plan import Plan, finished_on_file, ingest, open_pool, pending_round, plan_round, scored_rounds
 from tao.run.pool import FileVersion, Pool
@@ -45,6 +45,7 @@ class Run:
     console: Console
     rewards: dict[tuple[tuple[str, ...], bool], RewardSet]  # built once per distinct scorer list and gate
     engine: Engine  # chosen by this invocation's rollout.engine; serves every round it runs
+    log_rounds: Callable[[], None]  # sends registered rounds not yet sent to run.report_to's trackers
 
     def scorers(self, specs: tuple[str, ...], config: Config, gate: bool = False) -> RewardSet:
         if (specs, gate) not in self.rewards:
@@ -70,6 +71,7 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
     strategies.load_strategies(config.rollout.strategies, config.rollout.num_candidates)
     if config.update.trl:
         check_trl_settings(config.update.trl)
+    tracker.check_installed(config.run.report_to)
     base = resolve_base(config.model, console)
     check_lora_targets(base, config.model, config.lora)
     paths = RunPaths(run_dir)
@@ -88,10 +90,12 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
         if not existing:
             held.enter_context(locked(paths.lock))
         prompts.settle()
-        ctx = Run(paths, base, policy, console, rewards, open_engine(choice, base, policy, config, console))
-        held.enter_context(closing(ctx.engine))
+        engine = held.enter_context(closing(open_engine(choice, base, policy, config, console)))
         if not paths.run.is_file():
             write_json(paths.run, {"base_model": registry.base_row(base), "created": registry.now()})
+        log_rounds = held.enter_context(tracker.tracking(config.run.report_to, paths))
+        ctx = Run(paths, base, policy, console, rewards, engine, log_rounds)
+        log_rounds()  # rounds a kill left unsent, or finished before run.report_to was set
         if prompts.skipped:  # data.on_invalid: skip left records out: say which, and keep the count with the run
             _report_skipped(paths, version, prompts.skipped, console)
         write_text(paths.config, to_yaml(config))
@@ -166,6 +170,7 @@ def run_round(rp: RoundPaths, ctx: Run) -> dict:
     lineage = registry.round_lineage(rp, ctx.paths, plan, config, ctx.base, rewards.specs)
     manifest = registry.register_round(rp, ctx.paths, lineage, stats)
     write_text(ctx.paths.report, report.render(ctx.paths))
+    ctx.log_rounds()
     ctx.console.result(report.summary_line(rp.index, stats))
     for alarm in stats["evaluate"]["guard"]["alarms"]:
         ctx.console.warn(f"round {rp.index}: reward-hacking guard: {alarm}")

@@ -29,6 +29,9 @@ class _Invalid(ValueError):
         super().__init__(problem)
 
 
+TRACKERS = ("tensorboard", "trackio", "wandb", "mlflow")  # run.report_to: each name is also its package's
+
+
 def _require(ok: bool, name: str, problem: str) -> None:
     if not ok:
         raise _Invalid(name, problem)
@@ -242,9 +245,15 @@ class RunConfig:
     minutes: float = 0.0
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    # Experiment trackers that receive each round's figures and trl's step logs, as one tracker run across rounds and
+    # resumes (tao/run/tracker.py): any of tensorboard, trackio, wandb, mlflow, each installed separately.
+    report_to: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _require(self.rounds >= 1, "rounds", "must be >= 1")
+        for name in self.report_to:
+            _require(name in TRACKERS, "report_to", f"{name!r} is not one of {', '.join(TRACKERS)}")
+        _require(len(set(self.report_to)) == len(self.report_to), "report_to", "names a tracker twice")
         _require(self.minutes >= 0, "minutes", "must be >= 0 (0 = no budget)")
         _require(0 <= self.seed < 1_000_000, "seed", "must be in [0, 1000000)")
         _require(self.threads >= 0, "threads", "must be >= 0")

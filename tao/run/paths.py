@@ -6,6 +6,8 @@ runs/<name>/
   run.json             the base model the run is bound to
   pool.sqlite          every prompt ingested (deduplicated), and which are held out (assigned once per prompt)
   report.md            rounds at a glance, rebuilt after each round
+  tracker.json         with run.report_to: the rounds logged to the trackers (tao/run/tracker.py)
+  tensorboard/         with run.report_to: [tensorboard], its event files
   baseline/eval.jsonl  greedy answers of the base model on the held-out prompts, scored
   round-0001/
     config.yaml        the resolved config the round runs with (written first)
@@ -116,6 +118,14 @@ class RunPaths:
     @property
     def report(self) -> Path:
         return self.root / "report.md"
+
+    @property
+    def tracker(self) -> Path:
+        return self.root / "tracker.json"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
 
     @property
     def baseline_eval(self) -> Path:

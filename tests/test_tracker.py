@@ -1,0 +1,121 @@
+"""run.report_to: each round's figures and trl's step logs reach the team's tracker as one run across rounds,
+resumes and kills; a tracker that is unknown or not installed is one line, exit 2, before anything is written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tao.run.paths import RunPaths
+from tests.conftest import TINY
+from tests.test_loop import tao_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in a TensorBoard directory: tag -> [(step, value)] over all its event files, in order."""
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    multiplexer = EventMultiplexer().AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    out: dict[str, list[tuple[int, float]]] = {}
+    for run in multiplexer.Runs():
+        for tag in multiplexer.GetAccumulator(run).Tags()["scalars"]:
+            out.setdefault(tag, []).extend((e.step, e.value) for e in multiplexer.Scalars(run, tag))
+    return {tag: sorted(points) for tag, points in out.items()}
+
+
+def update_records(run: Path) -> list[dict]:
+    return [json.loads(rp.stage("update").read_text()) for rp in RunPaths(run).rounds()]
+
+
+def test_rounds_reach_tensorboard_as_one_run_with_steps_counted_across_rounds(tiny_model, prompts_file, tmp_path):
+    pytest.importorskip("tensorboard")
+    run = tmp_path / "run"
+    # round 1 without a tracker: turning one on later sends it too
+    assert tao_run(prompts_file, tiny_model, run).exit_code == 0
+    assert not (run / "tensorboard").exists() and not (run / "tracker.json").exists()
+    result = tao_run(prompts_file, tiny_model, run, "--rounds", "2", "--set", "run.report_to=[tensorboard]")
+    assert result.exit_code == 0, result.output
+    updates = update_records(run)
+    steps = [u["steps"] for u in updates]
+    assert len(steps) == 2 and all(s >= 1 for s in steps)
+    logged = scalars(run / "tensorboard")
+    # each round's figures once, at the optimizer step it ended on, counted across rounds
+    assert logged["round/index"] == [(steps[0], 1.0), (steps[0] + steps[1], 2.0)]
+    kl = [u["kl"] for u in updates]
+    assert [v for _, v in logged["round/update/kl"]] == pytest.approx(kl, rel=1e-6)
+    assert [v for _, v in logged["round/explore/candidates"]] == [16.0, 16.0]
+    assert len(logged["round/evaluate/guard/alarms/count"]) == 2
+    # trl's step logs: every step of both rounds, round 2's after round 1's
+    loss = [e["loss"] for u in updates for e in u["log"]]
+    assert [s for s, _ in logged["train/loss"]] == list(range(1, steps[0] + steps[1] + 1))
+    assert [v for _, v in logged["train/loss"]] == pytest.approx(loss, rel=1e-6)
+    assert json.loads((run / "tracker.json").read_text())["rounds"] == [1, 2]
+
+    # a kill after round 2 was registered but before it was sent: the rerun sends it, and nothing twice
+    state = json.loads((run / "tracker.json").read_text())
+    (run / "tracker.json").write_text(json.dumps({**state, "rounds": [1]}))
+    result = tao_run(prompts_file, tiny_model, run, "--rounds", "2", "--set", "run.report_to=[tensorboard]")
+    assert result.exit_code == 0, result.output
+    again = scalars(run / "tensorboard")
+    assert again["round/index"] == [(steps[0], 1.0), (steps[0] + steps[1], 2.0), (steps[0] + steps[1], 2.0)]
+    assert len(again["train/loss"]) == len(logged["train/loss"]) + steps[1]
+    assert json.loads((run / "tracker.json").read_text())["rounds"] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("run.report_to=[neptune]", "'neptune' is not one of tensorboard, trackio, wandb, mlflow"),
+        ("run.report_to=[tensorboard,tensorboard]", "names a tracker twice"),
+    ],
+)
+def test_an_unknown_tracker_is_one_line_and_exit_2(setting, message, tiny_model, prompts_file, tmp_path):
+    result = tao_run(prompts_file, tiny_model, tmp_path / "run", "--set", setting)
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "run.report_to" in lines[0] and message in lines[0], result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_tracker_not_installed_stops_before_anything_is_written(tiny_model, prompts_file, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    result = tao_run(prompts_file, tiny_model, tmp_path / "run", "--set", "run.report_to=[tensorboard,mlflow]")
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "mlflow is not installed (pip install mlflow)" in lines[0], result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_rounds_reach_trackios_local_store(tiny_model, prompts_file, tmp_path):
+    """trackio reads where its store is when imported: a process of its own, as a user's run is."""
+    pytest.importorskip("trackio")
+    run, store = tmp_path / "run", tmp_path / "trackio"
+    args = ["--prompts", prompts_file, "--model", tiny_model, "--run-dir", run, "--quiet", "--rounds", "2"]
+    args += [a for item in [*TINY, "run.report_to=[trackio]"] for a in ("--set", item)]
+    env = {**os.environ, "TRACKIO_DIR": str(store), "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "tao.cli", "run", *map(str, args)]
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("round ") == 2, done.stdout  # trackio's own messages stay off stdout
+    read = (
+        "import json; from trackio.sqlite_storage import SQLiteStorage as S; "
+        "print(json.dumps({r: [[e['step'], e.get('round/index'), e.get('train/loss')] for e in S.get_logs('tao', r)]"
+        " for r in S.get_runs('tao')}))"
+    )
+    logs = subprocess.run([sys.executable, "-c", read], env=env, capture_output=True, text=True)
+    assert logs.returncode == 0, logs.stderr[-2000:]
+    (rows,) = json.loads(logs.stdout).values()  # one tracker run for both rounds
+    steps = [u["steps"] for u in update_records(run)]
+    assert [(s, i) for s, i, _ in rows if i is not None] == [(steps[0], 1.0), (sum(steps), 2.0)]
+    assert sum(loss is not None for _, _, loss in rows) == sum(steps)
