@@ -100,7 +100,7 @@ def with_system(prompt: Prompt, text: str, suffix: str) -> Prompt:
         messages[0] = Message("system", f"{messages[0].content}\n\n{text}")
     else:
         messages.insert(0, Message("system", text))
-    return Prompt(f"{prompt.id}#{suffix}", tuple(messages), prompt.metadata)
+    return replace(prompt, id=f"{prompt.id}#{suffix}", messages=tuple(messages))
 
 
 def explore(
@@ -216,10 +216,10 @@ def _refined(
     by_id = {p.id: p for p in prompts}
     for r in range(rounds):
         asked = [
-            Prompt(
-                f"{c.prompt_id}#refine{j}",
-                (*by_id[c.prompt_id].messages, Message("assistant", c.text), Message("user", REFINE)),
-                by_id[c.prompt_id].metadata,
+            replace(
+                by_id[c.prompt_id],
+                id=f"{c.prompt_id}#refine{j}",
+                messages=(*by_id[c.prompt_id].messages, Message("assistant", c.text), Message("user", REFINE)),
             )
             for j, c in enumerate(drafts)
         ]
@@ -257,7 +257,7 @@ def _shown(
                 room -= cost
         turns = [m for e in shown for m in (e.prompt.messages[-1], Message("assistant", e.answer))]
         lead = 1 if p.messages[0].role == "system" else 0
-        asked.append(Prompt(f"{p.id}#exemplars", (*p.messages[:lead], *turns, *p.messages[lead:]), p.metadata))
+        asked.append(replace(p, id=f"{p.id}#exemplars", messages=(*p.messages[:lead], *turns, *p.messages[lead:])))
         shown_ids[p.id] = ", ".join(e.prompt.id for e in shown)
     out = _generate_as(engine, asked, prompts, s, adapter)
     context = {i: f"{SHOWN}{ids}" if ids else "no exemplar fits: a plain sample" for i, ids in shown_ids.items()}

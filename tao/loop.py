@@ -96,8 +96,8 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
         log_rounds = held.enter_context(tracker.tracking(config.run.report_to, paths))
         ctx = Run(paths, base, policy, console, rewards, engine, log_rounds)
         log_rounds()  # rounds a kill left unsent, or finished before run.report_to was set
-        if prompts.skipped:  # data.on_invalid: skip left records out: say which, and keep the count with the run
-            _report_skipped(paths, version, prompts.skipped, console)
+        if prompts.skipped or prompts.media:  # records skipped (data.on_invalid: skip), parts the model cannot read
+            _report_left_out(paths, version, prompts.skipped, prompts.media, console)
         write_text(paths.config, to_yaml(config))
         train, held_out = prompts.sides()
         console.say(
@@ -111,12 +111,25 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
         return done
 
 
-def _report_skipped(paths: RunPaths, version: FileVersion, skipped: dict[str, dict], console: Console) -> None:
+def _report_left_out(
+    paths: RunPaths, version: FileVersion, skipped: dict[str, dict], media: dict, console: Console
+) -> None:
+    """Say what the ingest left out, and keep the counts with the run (run.json)."""
     for reason, entry in skipped.items():
         lines = ", ".join(map(str, entry["first_lines"]))
         console.warn(f"{version.path}: {entry['count']} record(s) skipped (lines {lines}...): {reason}")
+    if media:
+        lines = ", ".join(map(str, media["first_lines"]))
+        console.warn(
+            f"{version.path}: {media['parts']} image, audio or file part(s) left out of {media['prompts']} "
+            f"prompt(s) (lines {lines}...): the model reads the text"
+        )
     run = read_json(paths.run)
-    write_json(paths.run, {**run, "skipped": {**run.get("skipped", {}), version.sha256: skipped}})
+    if skipped:
+        run["skipped"] = {**run.get("skipped", {}), version.sha256: skipped}
+    if media:
+        run["media_left_out"] = {**run.get("media_left_out", {}), version.sha256: media}
+    write_json(paths.run, run)
 
 
 def _rounds(

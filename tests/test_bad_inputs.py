@@ -107,19 +107,14 @@ CASES = [
             + "\n"
         },
         RUN,
-        "tool calls are not supported",
-        "messages[1]",
+        "expected a call with a function name",
+        "messages[1].tool_calls[0]",
     ),
     Case(
-        "image part",
-        {
-            "p.jsonl": json.dumps(
-                {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}
-            )
-            + "\n"
-        },
+        "unknown content part",
+        {"p.jsonl": json.dumps({"messages": [{"role": "user", "content": [{"type": "hologram"}]}]}) + "\n"},
         RUN,
-        "only text content parts",
+        "expected a text, image, audio or file part",
         "content[0]",
     ),
     Case(

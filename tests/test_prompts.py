@@ -100,8 +100,8 @@ BAD = [
     (
         '{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}\n',
         1,
-        "messages[0].content[0]",
-        "only text content parts",
+        "messages[-1].content",
+        "empty prompt",
     ),
     ('{"messages": [{"role": "user", "content": null}]}\n', 1, "messages[0].content", "expected a string"),
     ('{"body": {"model": "x"}}\n', 1, "body", "'messages' list"),

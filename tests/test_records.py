@@ -102,7 +102,7 @@ def test_invalid_records_stop_the_ingest_or_are_skipped_and_counted(tmp_path):
         pass
     assert (version.lines, version.prompts) == (6, 3)
     assert pool.skipped == {
-        "messages[-1].role: the last message must be the user's, got role 'assistant'": {
+        "messages[-1].role: the last message must be the user's (or a tool's result), got role 'assistant'": {
             "count": 2,
             "first_lines": [2, 3],
         },
@@ -140,9 +140,8 @@ def test_a_run_reads_parquet_and_keeps_the_count_of_what_it_skipped(tiny_model, 
     assert result.exit_code == 0, result.output
     skipped = json.loads((tmp_path / "run" / "run.json").read_text())["skipped"]
     (report,) = skipped.values()
-    assert report == {
-        "messages[-1].role: the last message must be the user's, got role 'assistant'": {"count": 1, "first_lines": [4]}
-    }
+    reason = "messages[-1].role: the last message must be the user's (or a tool's result), got role 'assistant'"
+    assert report == {reason: {"count": 1, "first_lines": [4]}}
     assert "1 record(s) skipped (lines 4...)" in result.output
 
 

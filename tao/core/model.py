@@ -306,8 +306,11 @@ class Policy:
 
 
 def chat_token_ids(tokenizer: Any, prompt: Prompt) -> list[int]:
-    """The prompt as the model sees it: the chat template applied, the assistant turn opened."""
-    ids = tokenizer.apply_chat_template(prompt.chat(), add_generation_prompt=True, tokenize=True, return_dict=False)
+    """The prompt as the model sees it: the chat template applied (with the request's tools), the assistant turn
+    opened."""
+    ids = tokenizer.apply_chat_template(
+        prompt.chat(), tools=prompt.tool_list(), add_generation_prompt=True, tokenize=True, return_dict=False
+    )
     return list(ids)
 
 

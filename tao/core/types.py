@@ -12,43 +12,97 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A function call an assistant turn made, as OpenAI's logs record it."""
+
+    id: str  # "" when the log gave none
+    name: str
+    arguments: str  # the call's arguments: JSON text, as the model wrote them
+
+    def to_chat(self) -> dict[str, Any]:
+        """In the form chat templates read: arguments as an object where they parse as one."""
+        try:
+            arguments: Any = json.loads(self.arguments)
+        except ValueError:
+            arguments = self.arguments
+        call = {"type": "function", "function": {"name": self.name, "arguments": arguments}}
+        return {"id": self.id, **call} if self.id else call
+
+
+@dataclass(frozen=True)
 class Message:
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn's function calls
+    tool_call_id: str = ""  # a tool turn: the call it answers
+
+    def to_chat(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [c.to_chat() for c in self.tool_calls]
+        if self.tool_call_id:
+            out["tool_call_id"] = self.tool_call_id
+        return out
+
+    def to_row(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in self.tool_calls]
+        if self.tool_call_id:
+            out["tool_call_id"] = self.tool_call_id
+        return out
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Message:
+        calls = tuple(ToolCall(c["id"], c["name"], c["arguments"]) for c in row.get("tool_calls", ()))
+        return cls(row["role"], row["content"], calls, row.get("tool_call_id", ""))
 
 
 @dataclass(frozen=True)
 class Prompt:
-    """One prompt as the application sends it: the conversation up to the user's last turn."""
+    """One prompt as the application sends it: the conversation up to the turn the model answers next."""
 
     id: str
     messages: tuple[Message, ...]
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    tools: tuple[str, ...] = ()  # the tool definitions the request offered, each as canonical JSON text
+    # Content parts of the record that were images, audio or files, left out (the model reads text); not kept on disk.
+    parts_left_out: int = field(default=0, compare=False)
 
     @property
     def text(self) -> str:
         """The user's last turn."""
-        return self.messages[-1].content
+        return next((m.content for m in reversed(self.messages) if m.role == "user"), self.messages[-1].content)
 
-    def chat(self) -> list[dict[str, str]]:
+    def chat(self) -> list[dict[str, Any]]:
         """The messages as chat-template dicts."""
-        return [{"role": m.role, "content": m.content} for m in self.messages]
+        return [m.to_chat() for m in self.messages]
+
+    def tool_list(self) -> list[dict[str, Any]] | None:
+        """The tool definitions as chat templates take them (``tools=``); None without any."""
+        return [json.loads(t) for t in self.tools] or None
 
     def to_row(self) -> dict[str, Any]:
-        return {"id": self.id, "messages": self.chat(), "metadata": self.metadata}
+        row = {"id": self.id, "messages": [m.to_row() for m in self.messages], "metadata": self.metadata}
+        return {**row, "tools": list(self.tools)} if self.tools else row
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Prompt:
-        return cls(row["id"], tuple(Message(m["role"], m["content"]) for m in row["messages"]), row["metadata"])
+        messages = tuple(Message.from_row(m) for m in row["messages"])
+        return cls(row["id"], messages, row["metadata"], tuple(row.get("tools", ())))
 
     @property
     def content_key(self) -> str:
-        return content_key(self.messages)
+        return content_key(self.messages, self.tools)
 
 
-def content_key(messages: tuple[Message, ...]) -> str:
-    """A hash of the conversation alone (not the id or metadata): equal prompts have equal keys."""
-    blob = json.dumps([[m.role, m.content] for m in messages], ensure_ascii=False)
+def content_key(messages: tuple[Message, ...], tools: tuple[str, ...] = ()) -> str:
+    """A hash of the conversation and its tools alone (not the id or metadata): equal prompts have equal keys."""
+    turns: list[Any] = [
+        [m.role, m.content] if not (m.tool_calls or m.tool_call_id) else [m.role, m.content, m.to_row()]
+        for m in messages
+    ]
+    blob = json.dumps(turns + [list(tools)] if tools else turns, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 

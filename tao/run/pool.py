@@ -76,6 +76,7 @@ class Pool:
         self.path = final if final.is_file() else _scratch_dir(final) / final.name
         self.db = self._connect()
         self.skipped: dict[str, dict] = {}  # the last ingest's records left out (data.on_invalid: skip), by reason
+        self.media: dict = {}  # the last ingest's image, audio and file parts left out: parts, prompts, lines
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None)  # transactions are explicit
@@ -101,7 +102,7 @@ class Pool:
         A bad record raises InputError naming it, and then, or on any error in the block, nothing is kept; with
         ``skip`` it is left out instead and counted in :attr:`skipped` by reason. ``fields``: the logs' own names
         (tao/core/prompts.py ``mapped``)."""
-        self.skipped = {}
+        self.skipped, self.media = {}, {}
         sha = source_sha256(path)
         latest = self.current()
         if latest and latest.sha256 == sha:  # already in: this version was validated when it was ingested
@@ -153,6 +154,12 @@ class Pool:
                 if len(entry["first_lines"]) < SKIPPED_LINES_SHOWN:
                     entry["first_lines"].append(number)
                 continue
+            if prompt.parts_left_out:
+                self.media["parts"] = self.media.get("parts", 0) + prompt.parts_left_out
+                self.media["prompts"] = self.media.get("prompts", 0) + 1
+                shown = self.media.setdefault("first_lines", [])
+                if len(shown) < SKIPPED_LINES_SHOWN:
+                    shown.append(number)
             key = bytes.fromhex(prompt.content_key[:32])  # 128 bits of the hash: a small index, no collisions
             found = self.db.execute(
                 "SELECT id, line, key FROM prompts WHERE key = ? AND version = ? UNION ALL "

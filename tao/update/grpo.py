@@ -86,19 +86,17 @@ def select(groups: Sequence[Group], config: Config) -> tuple[list[Group], int]:
     return kept, len(groups) - len(kept)
 
 
-def _key(chat: list[dict]) -> str:
-    return json.dumps([[m["role"], m["content"]] for m in chat], ensure_ascii=False)
-
-
 class _Replay:
     """trl ``rollout_func`` that serves the stored candidates of each prompt, in order, cycling.
 
     trl 1.16 hands it each prompt ``num_generations`` times in a row and expects one completion per entry;
-    anything else would misalign completions and scores, so it is refused.
+    anything else would misalign completions and scores, so it is refused. The dataset's prompts are only keys
+    (the prompt's content key as one user turn): the prompt's tokens, chat template and tools applied, are the
+    group's own.
     """
 
     def __init__(self, groups: Sequence[Group]):
-        self.groups = {_key(g.prompt.chat()): g for g in groups}
+        self.groups = {g.prompt.content_key: g for g in groups}
         self.served: defaultdict[str, int] = defaultdict(int)
 
     def __call__(self, prompts: list, trainer: Any) -> dict[str, list]:
@@ -107,7 +105,7 @@ class _Replay:
             raise RuntimeError("trl's rollout_func no longer receives each prompt num_generations times in a row")
         out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "logprobs": None, "tao_reward": []}
         for chat in prompts:
-            key = _key(chat)
+            key = chat[0]["content"]
             group = self.groups[key]
             j = self.served[key] % len(group.completions)
             self.served[key] += 1
@@ -169,7 +167,7 @@ def grpo_update(
     accumulate = -(-min(config.update.prompts_per_step, len(useful)) // world)
     per_step = accumulate * world
     # trl drops an incomplete last batch of prompts: wrap around so that every group with signal is used.
-    rows = [{"prompt": g.prompt.chat()} for g in useful]
+    rows = [{"prompt": [{"role": "user", "content": g.prompt.content_key}]} for g in useful]
     rows += (rows * per_step)[: (-len(rows)) % per_step]
     replay = _Replay(useful)
     trainer = GRPOTrainer(
