@@ -23,7 +23,7 @@ from tao.core.config import Config, load_config, replace, to_yaml
 from tao.core.console import Console
 from tao.core.errors import InputError
 from tao.core.model import BaseModel, Policy, check_lora_targets, device, gpu_peak, prompt_fits, resolve_base
-from tao.core.storage import locked, read_json, read_jsonl, write_json, write_jsonl, write_text
+from tao.core.storage import locked, read_json, read_jsonl, sweep_temporary, write_json, write_jsonl, write_text
 from tao.core.types import Answer, Candidate, Prompt, Sampling
 from tao.run import budget, registry, report, tracker
 from tao.run.paths import RoundPaths, RunPaths
@@ -89,6 +89,7 @@ def run(prompts_path: Path, config: Config, run_dir: Path, console: Console) -> 
         version = ingest(prompts, prompts_path, config, fits)
         if not existing:
             held.enter_context(locked(paths.lock))
+        sweep_temporary(paths.root)  # what a killed writer left; the lock says no other writer is at work
         prompts.settle()
         engine = held.enter_context(closing(open_engine(choice, base, policy, config, console)))
         if not paths.run.is_file():
@@ -291,6 +292,7 @@ def _stage(rp: RoundPaths, name: str, work: Callable[[], dict]) -> dict:
     peak: dict = {}
     with gpu_peak(peak):
         stats = work()
+    faults.point("record")  # the stage's artefact is in place, its record not yet
     stats["seconds"] = round(time.perf_counter() - started, 2)
     stats.update(peak)
     write_json(record, stats)

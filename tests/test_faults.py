@@ -12,6 +12,7 @@ import pytest
 from safetensors.torch import load_file
 
 from tao.core.faults import POINTS
+from tao.core.storage import TMP_MARK
 from tao.run.paths import RunPaths
 from tests.conftest import TINY, write_jsonl
 
@@ -71,6 +72,37 @@ def test_a_kill_loses_at_most_the_stage_in_progress(setting, tmp_path, point):
     assert mine.keys() == theirs.keys()
     assert all((mine[k] - theirs[k]).abs().max() <= 1e-6 for k in mine)
     assert rp.manifest.is_file()
+
+
+def visible_files_are_whole(run_dir: Path) -> None:
+    """Every JSON and JSONL file a reader can see parses: nothing half-written is in place."""
+    for p in run_dir.rglob("*"):
+        if p.is_file() and TMP_MARK not in p.name and ".adapter.tmp" not in p.parts:
+            if p.suffix == ".json":
+                json.loads(p.read_text())
+            elif p.suffix == ".jsonl":
+                [json.loads(line) for line in p.read_text().splitlines() if line]
+
+
+# Inside the saves (tao/core/faults.py WRITE_POINTS): of a tiny round's 16 file writes, an early, a middle and a late
+# one (between the synced temporary copy and the rename); an adapter's publish; the update's artefact in place
+# before its stage record; the ingest, after 5 of 8 prompts went into the pool.
+@pytest.mark.parametrize("kill_at", ["write:3", "write:9", "write:15", "publish", "record:3", "ingest:5"])
+def test_a_kill_inside_a_save_leaves_no_half_file_and_a_rerun_ends_as_an_uninterrupted_run(setting, tmp_path, kill_at):
+    prompts, model, reference = setting
+    run_dir = tmp_path / "run"
+    killed = tao_run(prompts, model, run_dir, kill_at)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    visible_files_are_whole(run_dir)
+    resumed = tao_run(prompts, model, run_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    rp = RunPaths(run_dir).round(1)
+    assert rp.manifest.is_file() and not rp.adapter_tmp.exists() and not rp.trainer.exists()
+    assert not [p for p in run_dir.rglob(f"*{TMP_MARK}*")]  # the rerun swept what the kill left
+    assert rp.candidates.read_bytes() == reference.candidates.read_bytes()
+    mine, theirs = (load_file(p.adapter / "adapter_model.safetensors") for p in (rp, reference))
+    assert mine.keys() == theirs.keys() and all((mine[k] - theirs[k]).abs().max() <= 1e-6 for k in mine)
+    assert len(json.loads(rp.plan.read_text())["prompts"]) == len(json.loads(reference.plan.read_text())["prompts"])
 
 
 def test_sigterm_stops_cleanly_and_says_how_to_resume(setting, tmp_path):
@@ -145,3 +177,18 @@ def test_a_full_disk_is_one_line_exit_2_and_a_rerun_completes(setting, tiny_mode
     again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert RunPaths(tmp_path / "run").round(1).manifest.is_file()
+
+
+def test_a_failed_write_removes_its_temporary_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    from tao.core import storage
+
+    target = tmp_path / "record.json"
+    storage.write_json(target, {"old": 1})
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(storage.os, "replace", full_disk)
+    with pytest.raises(OSError):
+        storage.write_json(target, {"new": 2})
+    assert json.loads(target.read_text()) == {"old": 1} and [p.name for p in tmp_path.iterdir()] == ["record.json"]

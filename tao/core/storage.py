@@ -16,17 +16,46 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from tao.core import faults
 from tao.core.errors import InputError
+
+TMP_MARK = ".tmp-"  # in the name of every temporary file: ``.<name>.tmp-<pid>``
 
 
 def write_text(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all: a synced temporary file renamed into place, then the directory synced
+    (so the rename itself survives a power cut). A failed write removes its temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        faults.point("write")  # written and synced, not yet in place
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    sync(path.parent)
+
+
+def sync(path: Path) -> None:
+    """fsync a file, or a directory (then the entries created or renamed in it are on disk)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sweep_temporary(root: Path) -> int:
+    """Remove the temporary files a killed writer left under ``root`` (call with the run's lock held: no other
+    writer is at work there). Returns how many."""
+    leftovers = [p for p in root.rglob(f".*{TMP_MARK}*") if p.is_file()]
+    for p in leftovers:
+        p.unlink(missing_ok=True)
+    return len(leftovers)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -61,10 +90,15 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def publish_dir(tmp: Path, final: Path) -> None:
-    """Move a fully written directory into place, replacing an older one."""
+    """Move a fully written directory into place, replacing an older one; its files and the move are synced."""
+    for p in tmp.rglob("*"):
+        if p.is_file():
+            sync(p)
     if final.exists():
         shutil.rmtree(final)
+    faults.point("publish")  # the old one gone, the new one not yet in place
     os.replace(tmp, final)
+    sync(final.parent)
 
 
 def sha256_file(path: Path) -> str:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from tao.core import faults
 from tao.core.errors import InputError, ResourceError
 from tao.core.prompts import parse_record
 from tao.core.records import records, source_sha256
@@ -183,6 +184,7 @@ class Pool:
                 "line = excluded.line, version = excluded.version, row = excluded.row",
                 (prompt.id, key, number, version, row),
             )
+            faults.point("ingest")
         return lines, duplicates
 
     def _assign(self, version: int, fraction: float, seed: int) -> tuple[int, int]:
