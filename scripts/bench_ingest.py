@@ -7,9 +7,13 @@ process, so its peak resident memory (VmHWM) is its own. The baseline, measured 
 in-memory reader (`tao.core.prompts.load_prompts`, which `tao explore`, `tao compare` and `tao sft` use for their
 smaller files, and which `tao run` used before the pool).
 
-    python scripts/bench_ingest.py [--sizes 10000,100000,1000000] [--out docs/results/bench_ingest.json]
+    python scripts/bench_ingest.py [--sizes 10000,100000,1000000] [--formats jsonl,jsonl.gz,csv,parquet,datasets]
+                                   [--format-lines 100000] [--out docs/results/bench_ingest.json]
 
-Prints a table and the growth ratios (time should grow linearly with the lines, memory should stay flat).
+Prints a table and the growth ratios (time should grow linearly with the lines, memory should stay flat). Then the
+same log at --format-lines in each format `tao run --prompts` reads (gzip'd JSONL, CSV with the messages as JSON
+text, Parquet, a dataset saved with `datasets`), each ingested into a fresh pool, with its time and peak memory
+as a ratio to the plain JSONL file's, measured in the same run.
 """
 
 from __future__ import annotations
@@ -50,6 +54,47 @@ def write_log(path: Path, lines: int, seed: int = 0) -> None:
                     "team": "billing",
                 }
             fh.write(json.dumps({"custom_id": f"req-{n}", **row}) + "\n")
+
+
+def convert(log: Path, fmt: str, out: Path) -> Path:
+    """The JSONL log in another format (the rows as a user's export would hold them)."""
+    if fmt == "jsonl":
+        return log
+    if fmt == "jsonl.gz":
+        import gzip
+        import shutil
+
+        target = out / "logs.jsonl.gz"
+        with open(log, "rb") as src, gzip.open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        return target
+    rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    columns = ["custom_id", "prompt", "messages", "team", "ticket"]
+    if fmt == "csv":
+        import csv
+
+        target = out / "logs.csv"
+        with open(target, "w", encoding="utf-8", newline="") as fh:
+            writer = csv.DictWriter(fh, columns)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({**row, "messages": json.dumps(row["messages"]) if "messages" in row else ""})
+        return target
+    full = [{c: row.get(c) for c in columns} for row in rows]
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        target = out / "logs.parquet"
+        pq.write_table(pa.Table.from_pylist(full), target)
+        return target
+    if fmt == "datasets":
+        import datasets
+
+        target = out / "logs-dataset"
+        datasets.Dataset.from_list(full).save_to_disk(str(target))
+        return target
+    raise SystemExit(f"unknown format {fmt!r}")
 
 
 def measure(mode: str, prompts: Path, work: Path) -> dict:
@@ -107,6 +152,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "bench_ingest.json")
+    parser.add_argument("--formats", default="jsonl,jsonl.gz,csv,parquet,datasets")
+    parser.add_argument("--format-lines", type=int, default=100_000)
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -141,6 +188,7 @@ def main() -> None:
             round(p["peak_mib"] / m["peak_mib"], 3) for p, m in zip(pools, memories, strict=False)
         ],
     }
+    result["formats"] = formats(args.formats.split(","), args.format_lines)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print("\n| lines | pool: time | pool: peak memory | round pick | in memory: time | in memory: peak memory |")
@@ -155,7 +203,33 @@ def main() -> None:
     print(f"\ngrowth per 10x lines: pool time x{g['pool_time']}, pool peak memory x{g['pool_peak_memory']}")
     print(f"in memory (baseline): time x{g['in_memory_time']}, peak memory x{g['in_memory_peak_memory']}")
     print(f"pool peak memory / in-memory peak memory: {result['pool_vs_in_memory_peak']}")
+    print(f"\n| format ({args.format_lines:,} lines) | file | pool: time | peak memory | time, memory vs JSONL |")
+    print("|---|---|---|---|---|")
+    for fmt, r in result["formats"].items():
+        print(
+            f"| {fmt} | {r['file_mib']:.1f} MiB | {r['pool']['seconds']:.1f} s | {r['pool']['peak_mib']:.0f} MiB "
+            f"| x{r['time_vs_jsonl']:.2f}, x{r['peak_vs_jsonl']:.2f} |"
+        )
     print(f"wrote {args.out}")
+
+
+def formats(names: list[str], lines: int) -> dict:
+    """Each format's pool ingest of the same log, against the JSONL file's in the same run."""
+    out: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-formats-") as tmp:
+        log = Path(tmp) / "logs.jsonl"
+        write_log(log, lines)
+        for fmt in ["jsonl", *[n for n in names if n != "jsonl"]]:
+            source = convert(log, fmt, Path(tmp))
+            size = sum(p.stat().st_size for p in source.rglob("*")) if source.is_dir() else source.stat().st_size
+            pool = child("pool", source)
+            out[fmt] = {"file_mib": size / 2**20, "pool": pool}
+            print(f"{fmt:>9}: {pool['seconds']:.1f} s, peak {pool['peak_mib']:.0f} MiB", flush=True)
+    base = out["jsonl"]["pool"]
+    for r in out.values():
+        r["time_vs_jsonl"] = round(r["pool"]["seconds"] / base["seconds"], 3)
+        r["peak_vs_jsonl"] = round(r["pool"]["peak_mib"] / base["peak_mib"], 3)
+    return out
 
 
 if __name__ == "__main__":
