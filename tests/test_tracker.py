@@ -119,3 +119,13 @@ def test_rounds_reach_trackios_local_store(tiny_model, prompts_file, tmp_path):
     steps = [u["steps"] for u in update_records(run)]
     assert [(s, i) for s, i, _ in rows if i is not None] == [(steps[0], 1.0), (sum(steps), 2.0)]
     assert sum(loss is not None for _, _, loss in rows) == sum(steps)
+
+
+def test_figure_names_are_ones_every_tracker_accepts():
+    from tao.run.tracker import flatten
+
+    record = {"strategies": {"guide:configs/guides.txt": {"candidates": 8}}, "guard": {"alarms": ["a", "b"]}, "x": None}
+    assert flatten(record, "round/explore") == {
+        "round/explore/strategies/guide_configs/guides.txt/candidates": 8.0,
+        "round/explore/guard/alarms/count": 2.0,
+    }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
@@ -157,9 +158,10 @@ def _round_logs(rp: RoundPaths, stages: dict[str, dict], before: int) -> list[tu
 
 
 def flatten(record: Any, prefix: str) -> dict[str, float]:
-    """The numbers of a stage record by their path (a list counts as its length: the guard's alarms)."""
+    """The numbers of a stage record by their path (a list counts as its length: the guard's alarms). Characters
+    some trackers refuse in a name (mlflow: all but letters, digits, ``_-./`` and space) become ``_``."""
     if _number(record):
-        return {prefix: float(record)}
+        return {re.sub(r"[^\w\-./ ]", "_", prefix): float(record)}
     if isinstance(record, dict):
         out: dict[str, float] = {}
         for key, value in record.items():
