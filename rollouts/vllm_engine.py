@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from rollouts.strategies import EXEMPLAR_ROOM
-from rollouts.transformers_engine import stop_token_ids
 from tao.core.config import Config
 from tao.core.console import Console
 from tao.core.errors import InputError, ResourceError
-from tao.core.model import BaseModel, chat_token_ids, compute_dtype
+from tao.core.model import BaseModel, chat_token_ids, compute_dtype, stop_token_ids
 from tao.core.types import Candidate, Prompt, Sampling
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts

@@ -20,12 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from rollouts.transformers_engine import stop_token_ids
 from rollouts.vllm_engine import request_seed
 from tao.core.config import Config
 from tao.core.console import Console
 from tao.core.errors import InputError, ResourceError
-from tao.core.model import BaseModel, chat_token_ids
+from tao.core.model import BaseModel, chat_token_ids, stop_token_ids
 from tao.core.types import Candidate, Prompt, Sampling
 
 START_SERVER = "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True vllm serve BASE --enable-lora --max-lora-rank RANK"

@@ -314,6 +314,18 @@ def chat_token_ids(tokenizer: Any, prompt: Prompt) -> list[int]:
     return list(ids)
 
 
+def stop_token_ids(tokenizer: Any, model_dir: Path) -> list[int]:
+    """Tokens that end an answer: the tokenizer's eos and the eos ids of the model's (generation) config."""
+    stop = {tokenizer.eos_token_id}
+    for name in ("config.json", "generation_config.json"):
+        try:
+            eos = json.loads((model_dir / name).read_text()).get("eos_token_id")
+        except (OSError, ValueError):
+            continue
+        stop.update([eos] if isinstance(eos, int) else list(eos or []))
+    return sorted(stop)
+
+
 def prompt_fits(tokenizer: Any, max_tokens: int, source: Path, console: Console) -> Callable[[Prompt], bool]:
     """Whether a prompt's chat-templated length fits ``max_tokens`` (``data.max_prompt_tokens``). Longer ones, and
     ones the model's chat template refuses (e.g. roles that must alternate; a warning names each), are passed over."""
