@@ -121,11 +121,11 @@ def choose(logits: Any, sampling: Sampling, generator: Any) -> tuple[Any, Any]:
         drop = ordered.softmax(-1).cumsum(-1) <= 1 - sampling.top_p
         drop[:, -1] = False
         scores = scores.masked_fill(drop.scatter(1, order, drop), float("-inf"))
-    logprobs = torch.log_softmax(scores, -1)
-    cdf = logprobs.exp().cumsum(-1)
+    probs = torch.softmax(scores, -1)
+    cdf = probs.cumsum(-1)
     draw = torch.rand((len(scores), 1), generator=generator, device=scores.device) * cdf[:, -1:]
     tokens = torch.searchsorted(cdf, draw, right=True).clamp_(max=scores.shape[-1] - 1)
-    return tokens[:, 0], logprobs.gather(1, tokens)[:, 0]
+    return tokens[:, 0], probs.gather(1, tokens)[:, 0].log()
 
 
 class Batch:
