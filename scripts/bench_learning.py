@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from reward.scorer import RewardSet  # noqa: E402
 from tao import evaluation  # noqa: E402
 from tao.commands.compare import held_out_items  # noqa: E402
-from tao.core.config import load_config  # noqa: E402
+from tao.core.config_file import load_config  # noqa: E402
 from tao.core.types import Answer, Message, Prompt  # noqa: E402
 from tao.run.paths import RunPaths  # noqa: E402
 from tao.run.registry import finished_rounds  # noqa: E402

@@ -85,7 +85,8 @@ def main() -> None:
 
     from rollouts.choice import vllm_problem
     from rollouts.transformers_engine import TransformersEngine
-    from tao.core.config import Config, replace
+    from tao.core.config import Config
+    from tao.core.config_file import replace
     from tao.core.console import Console
     from tao.core.model import Policy, resolve_base
     from tao.core.prompts import load_prompts

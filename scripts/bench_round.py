@@ -103,7 +103,7 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
     from reward.scorer import RewardSet
-    from tao.core.config import load_config, replace
+    from tao.core.config_file import load_config, replace
     from tao.core.console import Console
     from tao.core.model import resolve_base
     from tao.core.storage import read_json

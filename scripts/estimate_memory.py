@@ -59,7 +59,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rollouts.vllm_engine import VLLM_LORA_RANKS  # noqa: E402
-from tao.core.config import Config, load_config  # noqa: E402
+from tao.core.config import Config  # noqa: E402
+from tao.core.config_file import load_config  # noqa: E402
 
 GIB = 2**30
 NF4_BITS = 4 + 8 / 64 + 32 / (64 * 256)  # 4-bit codes + double-quantized absmax (8-bit per 64, fp32 per 256 blocks)

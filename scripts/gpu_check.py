@@ -138,7 +138,7 @@ def estimate(sets: list[str]) -> dict:
     sys.path.insert(0, str(ROOT / "scripts"))
     import estimate_memory as em
 
-    from tao.core.config import load_config
+    from tao.core.config_file import load_config
 
     config = load_config(ROOT / "configs/llama-3.1-8b-qlora.yaml", [s for s in sets if not s.startswith("model.")])
     figures = em.estimate(em.ARCHS["meta-llama/Llama-3.1-8B-Instruct"], config)

@@ -19,7 +19,8 @@ from rollouts.choice import choose_engine, open_engine
 from rollouts.engine import Engine
 from tao import evaluation, guard
 from tao.core import faults, processes
-from tao.core.config import Config, load_config, replace, to_yaml
+from tao.core.config import Config
+from tao.core.config_file import load_config, replace, to_yaml
 from tao.core.console import Console
 from tao.core.errors import InputError
 from tao.core.model import BaseModel, Policy, check_lora_targets, device, gpu_peak, prompt_fits, resolve_base

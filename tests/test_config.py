@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tao.core.config import Config, load_config, replace, to_dict
+from tao.core.config import Config
+from tao.core.config_file import load_config, replace, to_dict
 from tao.core.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -118,7 +118,8 @@ def test_an_explicit_vllm_engine_without_vllm_is_refused_before_any_work(no_vllm
     ],
 )
 def test_engine_choice_without_vllm(no_vllm, engine, cuda, quantize, expected):
-    from tao.core.config import Config, replace
+    from tao.core.config import Config
+    from tao.core.config_file import replace
 
     config = replace(Config(), rollout={"engine": engine}, model={"quantize": quantize})
     choice = rollouts.choice.choose_engine(config, cuda)

@@ -15,7 +15,7 @@ from reward.pairs import load_pairs
 from reward.scorer import build_scorer
 from rollouts.strategies import load_strategies
 from tao.commands.sft import load_labeled
-from tao.core.config import load_config
+from tao.core.config_file import load_config
 from tao.core.errors import InputError
 from tao.core.prompts import load_prompts
 

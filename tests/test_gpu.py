@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tao.core.config import load_config
+from tao.core.config_file import load_config
 from tao.core.console import Console
 from tao.run.paths import RunPaths
 from tests.conftest import TINY, cli

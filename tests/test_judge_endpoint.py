@@ -13,7 +13,8 @@ import pytest
 
 from reward.endpoint import Endpoint
 from reward.scorer import RewardSet
-from tao.core.config import JudgeConfig, load_config
+from tao.core.config import JudgeConfig
+from tao.core.config_file import load_config
 from tao.core.errors import InputError
 from tao.core.types import Candidate, Message, Prompt
 

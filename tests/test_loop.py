@@ -299,7 +299,7 @@ def _pretend_round_took(run_dir: Path, seconds: dict[str, float], index: int = 1
 
 
 def test_minutes_shrinks_the_last_round_to_what_fits_and_stops_when_nothing_does(finished_run, tiny_model, tmp_path):
-    from tao.core.config import load_config, replace
+    from tao.core.config_file import load_config, replace
     from tao.run import budget
 
     prompts, run_dir, _ = finished_run

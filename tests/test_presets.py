@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tao.core.config import Config, load_config, replace
+from tao.core.config import Config
+from tao.core.config_file import load_config, replace
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("estimate_memory", ROOT / "scripts" / "estimate_memory.py")

@@ -6,7 +6,8 @@ import torch
 
 import tao.update.grpo
 from rollouts.transformers_engine import TransformersEngine
-from tao.core.config import Config, ModelConfig, replace
+from tao.core.config import Config, ModelConfig
+from tao.core.config_file import replace
 from tao.core.console import Console
 from tao.core.model import BaseModel, Policy, chat_token_ids
 from tao.core.types import Message, Prompt, Sampling

@@ -11,7 +11,8 @@ import json
 import pytest
 
 from rollouts.transformers_engine import TransformersEngine
-from tao.core.config import Config, replace
+from tao.core.config import Config
+from tao.core.config_file import replace
 from tao.core.console import Console
 from tao.core.model import BaseModel, Policy
 from tao.core.types import Message, Prompt, Sampling

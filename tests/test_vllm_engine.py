@@ -12,7 +12,8 @@ import rollouts.choice
 from rollouts.choice import choose_engine
 from rollouts.strategies import EXEMPLAR_ROOM
 from rollouts.vllm_engine import VllmEngine, request_seed
-from tao.core.config import Config, replace
+from tao.core.config import Config
+from tao.core.config_file import replace
 from tao.core.console import Console
 from tao.core.errors import InputError, ResourceError
 from tao.core.model import BaseModel, load_tokenizer

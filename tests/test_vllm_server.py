@@ -19,7 +19,8 @@ import pytest
 
 from rollouts.vllm_engine import request_seed
 from rollouts.vllm_server import VllmServerEngine, adapter_name
-from tao.core.config import Config, replace
+from tao.core.config import Config
+from tao.core.config_file import replace
 from tao.core.console import Console
 from tao.core.errors import InputError, ResourceError
 from tao.core.model import BaseModel, chat_token_ids, load_tokenizer

@@ -132,7 +132,7 @@ def explore(
 @friendly
 def doctor(config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Check this machine: versions, CUDA, bitsandbytes 4-bit, vLLM, and the engine auto takes (exit 1: fix)."""
-    from tao.core.config import load_config
+    from tao.core.config_file import load_config
 
     config = load_config(config_path, overrides)
     quiet_libraries()

@@ -117,7 +117,7 @@ def build_config(
     path: Path | None, overrides: tuple[str, ...], model: str | None, rewards: tuple[str, ...], changes: dict
 ) -> Any:
     """Defaults < --config < --set, then the flags that act like --set (--model, --reward, ...)."""
-    from tao.core.config import load_config, replace
+    from tao.core.config_file import load_config, replace
 
     if model is not None:
         changes["model"] = {"name": model}

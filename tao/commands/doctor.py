@@ -13,7 +13,8 @@ from pathlib import Path
 from packaging.requirements import Requirement
 
 from rollouts.choice import choose_engine, vllm_problem
-from tao.core.config import Config, replace
+from tao.core.config import Config
+from tao.core.config_file import replace
 from tao.core.errors import InputError, ResourceError
 
 

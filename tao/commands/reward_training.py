@@ -22,7 +22,8 @@ import numpy as np
 from reward.pairs import Pair, load_pairs
 from reward.reward_model import RewardModelScorer
 from reward.scorer import RewardSet
-from tao.core.config import Config, to_dict
+from tao.core.config import Config
+from tao.core.config_file import to_dict
 from tao.core.console import Console
 from tao.core.errors import InputError
 from tao.core.model import check_lora_targets, load_kwargs, load_tokenizer, peft_lora_config, resolve_base

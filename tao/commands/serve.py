@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tao.core.config import load_config, replace
+from tao.core.config_file import load_config, replace
 from tao.core.console import Console
 from tao.core.errors import InputError
 from tao.core.prompts import parse_record

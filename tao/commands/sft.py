@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tao.core.config import Config, to_dict
+from tao.core.config import Config
+from tao.core.config_file import to_dict
 from tao.core.console import Console
 from tao.core.errors import InputError
 from tao.core.model import check_lora_targets, load_base, load_tokenizer, peft_lora_config, resolve_base

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tao.core.config import Config, to_yaml
+from tao.core.config import Config
+from tao.core.config_file import to_yaml
 from tao.core.errors import InputError
 from tao.core.storage import read_json, read_jsonl, write_json, write_text
 from tao.core.types import Prompt, Scored

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from tao.core import faults
-from tao.core.config import Config, to_dict
+from tao.core.config import Config
+from tao.core.config_file import to_dict
 from tao.core.errors import InputError
 from tao.core.model import BaseModel
 from tao.core.storage import locked, read_json, write_json

@@ -6,7 +6,8 @@ import shutil
 from pathlib import Path
 
 from tao.core import processes
-from tao.core.config import Config, load_config
+from tao.core.config import Config
+from tao.core.config_file import load_config
 from tao.core.console import Console
 from tao.core.model import Policy
 from tao.core.storage import publish_dir
