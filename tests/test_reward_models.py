@@ -1,5 +1,6 @@
 """`tao reward train | eval | label` with the tiny model: a learnable preference is learned and measured."""
 
+import importlib.util
 import json
 
 import pytest
@@ -28,6 +29,8 @@ def trained(tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("rm")
     pairs = write_jsonl(root / "pairs.jsonl", synthetic_pairs(80))
     sets = ["reward_model.learning_rate=2e-3", "reward_model.epochs=3", "reward_model.batch_size=8"]
+    if importlib.util.find_spec("tensorboard") is not None:
+        sets.append("run.report_to=[tensorboard]")
     result = cli(
         "reward",
         "train",
@@ -52,6 +55,11 @@ def test_a_learnable_preference_is_learned_and_measured_on_held_out_prompts(trai
     assert accuracy["n"] == 16 and accuracy["mean"] >= 0.9, accuracy
     assert "accuracy" in output and f"rm:{root / 'rm' / 'model'}" in output
     assert not list((root / "rm" / "model").glob("*.bin")) and (root / "rm" / "model" / "config.json").is_file()
+    if (root / "rm" / "tensorboard").is_dir():  # run.report_to: the training's step logs, a step each
+        from tests.test_tracker import scalars
+
+        steps = manifest["budget"]["optimizer_steps"]
+        assert [s for s, _ in scalars(root / "rm" / "tensorboard")["train/loss"]] == list(range(1, steps + 1))
     evaluated = cli(
         "reward",
         "eval",

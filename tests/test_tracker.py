@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tao.run.paths import RunPaths
-from tests.conftest import TINY
+from tests.conftest import TINY, cli
+from tests.test_compare import labeled
 from tests.test_loop import tao_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,6 +120,19 @@ def test_rounds_reach_trackios_local_store(tiny_model, prompts_file, tmp_path):
     steps = [u["steps"] for u in update_records(run)]
     assert [(s, i) for s, i, _ in rows if i is not None] == [(steps[0], 1.0), (sum(steps), 2.0)]
     assert sum(loss is not None for _, _, loss in rows) == sum(steps)
+
+
+def test_sft_sends_its_step_logs_as_a_tracker_run_of_its_own(tiny_model, tmp_path):
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "sft"
+    sets = ["sft.learning_rate=5e-3", "sft.batch_size=4", "run.report_to=[tensorboard]"]
+    args = ["--data", labeled(tmp_path), "--out", out, "--model", tiny_model, "--quiet"]
+    result = cli("sft", *args, *[x for s in sets for x in ("--set", s)])
+    assert result.exit_code == 0, result.output
+    budget = json.loads((out / "manifest.json").read_text())["budget"]
+    logged = scalars(out / "tensorboard")
+    assert [s for s, _ in logged["train/loss"]] == list(range(1, budget["optimizer_steps"] + 1))
+    assert logged["train/loss"][0][1] == pytest.approx(budget["first_loss"], rel=1e-6)
 
 
 def test_figure_names_are_ones_every_tracker_accepts():

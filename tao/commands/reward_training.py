@@ -30,7 +30,7 @@ from tao.core.model import check_lora_targets, load_kwargs, load_tokenizer, peft
 from tao.core.storage import publish_dir, read_json, write_json
 from tao.core.types import Candidate
 from tao.evaluation import bootstrap
-from tao.run import registry
+from tao.run import registry, tracker
 
 
 def split_by_prompt(pairs: Sequence[Pair], holdout: float, seed: int) -> tuple[list[Pair], list[Pair]]:
@@ -46,13 +46,14 @@ def train_reward_model(pairs_path: Path, config: Config, out: Path, console: Con
     if (out / "manifest.json").is_file():
         console.result(f"nothing to do: {out} already holds a reward model")
         return read_json(out / "manifest.json")
+    tracker.check_installed(config.run.report_to)
     sha, pairs = load_pairs(pairs_path)
     base = resolve_base(config.model, console)
     check_lora_targets(base, config.model, config.lora)
     train, held = split_by_prompt(pairs, config.reward_model.holdout, config.run.seed)
     started = time.perf_counter()
     tmp = out / "model.tmp"
-    stats = _train(train, base, config, out / "trainer", tmp, console)
+    stats, log_history = _train(train, base, config, out / "trainer", tmp, console)
     accuracy = pairwise_accuracy(RewardModelScorer("rm", tmp, config.model.trust_remote_code), held, config.run.seed)
     publish_dir(tmp, out / "model")
     shutil.rmtree(out / "trainer", ignore_errors=True)
@@ -78,10 +79,14 @@ def train_reward_model(pairs_path: Path, config: Config, out: Path, console: Con
     }
     write_json(out / "metrics.json", {"train": stats, "held_out": accuracy})
     write_json(out / "manifest.json", manifest)
+    tracker.log_training(config.run.report_to, out, log_history)  # after the result is safe
     return manifest
 
 
-def _train(pairs: list[Pair], base: Any, config: Config, scratch: Path, out: Path, console: Console) -> dict:
+def _train(
+    pairs: list[Pair], base: Any, config: Config, scratch: Path, out: Path, console: Console
+) -> tuple[dict, list[dict]]:
+    """The training's figures, and trl's step logs."""
     from datasets import Dataset
     from peft import PeftModel
     from trl import RewardConfig, RewardTrainer
@@ -125,13 +130,14 @@ def _train(pairs: list[Pair], base: Any, config: Config, scratch: Path, out: Pat
     merged.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     logs = [e for e in trainer.state.log_history if "loss" in e]
-    return {
+    stats = {
         "pairs": len(pairs),
         "optimizer_steps": trainer.state.global_step,
         "first_loss": logs[0]["loss"] if logs else None,
         "last_loss": logs[-1]["loss"] if logs else None,
         "train_accuracy": logs[-1].get("accuracy") if logs else None,
     }
+    return stats, trainer.state.log_history
 
 
 def _classifier(path: Path, tokenizer: Any, quantize: str, dtype: str) -> Any:

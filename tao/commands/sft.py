@@ -24,7 +24,7 @@ from tao.core.prompts import parse_record
 from tao.core.records import records
 from tao.core.storage import publish_dir, write_json
 from tao.core.types import Prompt
-from tao.run import registry
+from tao.run import registry, tracker
 from tao.update.grpo import lora_in_fp32_on_cpu, trainer_settings
 
 
@@ -63,11 +63,12 @@ def train_sft(data: Path, config: Config, out: Path, console: Console) -> dict[s
     if (out / "manifest.json").is_file():
         console.result(f"nothing to do: {out} already holds a trained adapter")
         return json.loads((out / "manifest.json").read_text())
+    tracker.check_installed(config.run.report_to)
     sha, examples = load_labeled(data)
     base = resolve_base(config.model, console)
     check_lora_targets(base, config.model, config.lora)
     started = time.perf_counter()
-    stats = _train(examples, base, config, out / "trainer", out / "adapter.tmp", console)
+    stats, log_history = _train(examples, base, config, out / "trainer", out / "adapter.tmp", console)
     publish_dir(out / "adapter.tmp", out / "adapter")
     shutil.rmtree(out / "trainer", ignore_errors=True)
     adapter_config = json.loads((out / "adapter" / "adapter_config.json").read_text())
@@ -93,12 +94,14 @@ def train_sft(data: Path, config: Config, out: Path, console: Console) -> dict[s
         "evaluation": None,
     }
     write_json(out / "manifest.json", manifest)
+    tracker.log_training(config.run.report_to, out, log_history)  # after the result is safe
     return manifest
 
 
 def _train(
     examples: list[tuple[Prompt, str]], base: Any, config: Config, scratch: Path, adapter: Path, console: Console
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], list[dict]]:
+    """The training's figures, and trl's step logs."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -125,7 +128,7 @@ def _train(
     trainer.model.save_pretrained(adapter)
     logs = [e for e in trainer.state.log_history if "loss" in e]
     tokens = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for _, a in examples)
-    return {
+    stats = {
         "optimizer_steps": trainer.state.global_step,
         "examples": len(examples),
         "epochs": config.sft.epochs,
@@ -133,3 +136,4 @@ def _train(
         "first_loss": logs[0]["loss"] if logs else None,
         "last_loss": logs[-1]["loss"] if logs else None,
     }
+    return stats, trainer.state.log_history

@@ -124,10 +124,6 @@ class RunPaths:
         return self.root / "tracker.json"
 
     @property
-    def tensorboard(self) -> Path:
-        return self.root / "tensorboard"
-
-    @property
     def baseline_eval(self) -> Path:
         return self.root / "baseline" / "eval.jsonl"
 

@@ -6,6 +6,9 @@ trainer each round and resumes after kills, so tao logs from the stage records i
 the run directory, steps counted across rounds (round N's step s is s plus the steps of rounds 1..N-1). A round is
 logged once it is registered; ``tracker.json`` records which rounds are logged, so a rerun logs what a kill left
 out, and turning a tracker on later logs the rounds before it.
+
+A single training (``tao sft``, ``tao reward train``) is one tracker run of its own, named after its output
+directory, logged when the training ends (:func:`log_training`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import hashlib
 import importlib.util
 import re
 import sys
+import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from tao.core.errors import InputError
@@ -41,12 +46,12 @@ class Backend(Protocol):
 
 
 class TensorBoard:
-    """Event files under ``<run>/tensorboard``; a resumed run appends new files to the same directory."""
+    """Event files under ``<directory>/tensorboard``; a resumed run appends new files to the same directory."""
 
-    def __init__(self, paths: RunPaths, name: str, key: str, state: dict) -> None:
+    def __init__(self, directory: Path, name: str, key: str, state: dict) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(paths.tensorboard))
+        self.writer = SummaryWriter(log_dir=str(directory / "tensorboard"))
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         for key, value in metrics.items():
@@ -59,7 +64,7 @@ class TensorBoard:
 class Trackio:
     """trackio's local store (``TRACKIO_DIR``) or the Space its own settings name; the run resumes by name."""
 
-    def __init__(self, paths: RunPaths, name: str, key: str, state: dict) -> None:
+    def __init__(self, directory: Path, name: str, key: str, state: dict) -> None:
         import trackio
 
         self.trackio = trackio
@@ -75,12 +80,12 @@ class Trackio:
 
 
 class Wandb:
-    """A wandb run with an id fixed by the run directory, resumed by every invocation (the key: wandb's own)."""
+    """A wandb run with an id fixed by the directory, resumed by every invocation (the key: wandb's own)."""
 
-    def __init__(self, paths: RunPaths, name: str, key: str, state: dict) -> None:
+    def __init__(self, directory: Path, name: str, key: str, state: dict) -> None:
         import wandb
 
-        self.run = wandb.init(project=PROJECT, name=name, id=key, resume="allow", dir=str(paths.root))
+        self.run = wandb.init(project=PROJECT, name=name, id=key, resume="allow", dir=str(directory))
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.run.log(metrics, step=step)
@@ -92,7 +97,7 @@ class Wandb:
 class Mlflow:
     """An mlflow run in the tracking store mlflow's own settings name; its id is kept in tracker.json."""
 
-    def __init__(self, paths: RunPaths, name: str, key: str, state: dict) -> None:
+    def __init__(self, directory: Path, name: str, key: str, state: dict) -> None:
         import mlflow
 
         self.mlflow = mlflow
@@ -136,13 +141,30 @@ def _log_rounds(names: Sequence[str], paths: RunPaths, opened: list[Backend]) ->
             if not opened:
                 run = read_json(paths.run)
                 key = hashlib.sha256(f"{paths.root.resolve()}|{run['created']}".encode()).hexdigest()[:16]
-                opened.extend(BACKENDS[n](paths, f"{paths.root.name}-{key[:6]}", key, state) for n in names)
+                opened.extend(BACKENDS[n](paths.root, f"{paths.root.name}-{key[:6]}", key, state) for n in names)
             for metrics, step in _round_logs(rp, stages, steps):
                 for backend in opened:
                     backend.log(metrics, step)
             state["rounds"].append(rp.index)
             write_json(paths.tracker, state)
         steps += stages["update"]["steps"]
+
+
+def log_training(names: Sequence[str], directory: Path, log_history: Sequence[dict]) -> None:
+    """One training's step logs (trl's ``log_history``) as ``train/...`` at their steps, in a tracker run named
+    after ``directory`` (its local files under it)."""
+    if not names:
+        return
+    key = hashlib.sha256(f"{directory.resolve()}|{time.time()}".encode()).hexdigest()[:16]
+    opened = [BACKENDS[n](directory, f"{directory.name}-{key[:6]}", key, {}) for n in names]
+    try:
+        for entry in log_history:
+            metrics = {f"train/{k}": v for k, v in entry.items() if _number(v) and k != "step"}
+            for backend in opened:
+                backend.log(metrics, int(entry["step"]))
+    finally:
+        for backend in opened:
+            backend.close()
 
 
 def _round_logs(rp: RoundPaths, stages: dict[str, dict], before: int) -> list[tuple[dict[str, float], int]]:
