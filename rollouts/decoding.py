@@ -4,7 +4,7 @@ finished answers leaving the batch, sampling without a draw per vocabulary entry
 Written by hand because ``generate`` does none of these on a CPU: its cache concatenates the whole past every step,
 its SDPA path copies each key and value head once per query head when the batch is padded, it decodes finished
 rows to the end, and ``multinomial`` draws one random number per vocabulary entry (49k at the default model). Its
-static cache with ``torch.compile`` was slower still here (docs/BENCHMARKS.md#exploration-speed).
+static cache with ``torch.compile`` was slower still here (docs/BENCHMARKS.md, "Exploration speed").
 
 The tokens come from the same model, the same logits and the same distribution as ``generate`` (temperature, then
 top-p); each sampled token's log-probability under that distribution is recorded.
@@ -175,24 +175,17 @@ def decode(
     stop = set(stop_ids)
     answers = [Decoded([], None if sampling.temperature == 0 else []) for _ in range(len(prompt_ids) * n)]
     with grouped_attention_on(model), torch.inference_mode():
-        logits = (
-            model(
-                input_ids=input_ids,
-                attention_mask=mask,
-                position_ids=positions,
-                past_key_values=cache,
-                logits_to_keep=1,
-            )
-            .logits[:, -1]
-            .repeat_interleave(n, dim=0)
+        prefill = model(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, logits_to_keep=1
         )
+        logits = prefill.logits[:, -1].repeat_interleave(n, dim=0)
         cache.batch_repeat_interleave(n)
         batch = Batch(cache, mask.repeat_interleave(n, dim=0), positions.repeat_interleave(n, dim=0), capacity)
         done = [False] * len(answers)  # per row of the batch
         for step in range(sampling.max_new_tokens):
             chosen, chosen_logprobs = choose(logits, sampling, generator)
             chosen = chosen.tolist()
-            values = chosen_logprobs.tolist() if chosen_logprobs is not None else chosen
+            values = [None] * len(chosen) if chosen_logprobs is None else chosen_logprobs.tolist()
             for k, (token, value) in enumerate(zip(chosen, values, strict=True)):
                 if done[k]:
                     chosen[k] = pad_id
