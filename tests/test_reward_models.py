@@ -55,7 +55,7 @@ def test_a_learnable_preference_is_learned_and_measured_on_held_out_prompts(trai
     assert accuracy["n"] == 16 and accuracy["mean"] >= 0.9, accuracy
     assert "accuracy" in output and f"rm:{root / 'rm' / 'model'}" in output
     assert not list((root / "rm" / "model").glob("*.bin")) and (root / "rm" / "model" / "config.json").is_file()
-    if (root / "rm" / "tensorboard").is_dir():  # run.report_to: the training's step logs, a step each
+    if importlib.util.find_spec("tensorboard") is not None:  # run.report_to: the training's step logs, a step each
         from tests.test_tracker import scalars
 
         steps = manifest["budget"]["optimizer_steps"]
