@@ -122,6 +122,70 @@ def test_rounds_reach_trackios_local_store(tiny_model, prompts_file, tmp_path):
     assert sum(loss is not None for _, _, loss in rows) == sum(steps)
 
 
+def wandb_history(run: Path) -> tuple[set[str], list[dict]]:
+    """The run ids and logged rows of every offline wandb run under ``run``, read from wandb's transaction logs (a
+    LevelDB-style log of protobuf records; wandb no longer ships a reader for it)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    block, ids, rows = 32768, set(), []
+    for path in sorted(run.glob("wandb/offline-run-*/run-*.wandb")):
+        data, at, parts = path.read_bytes(), 7, b""  # after the file's header (":W&B", magic, version)
+        while at + 7 <= len(data):
+            _, length, kind = struct.unpack("<IHB", data[at : at + 7])
+            if block - at % block < 7 or (kind == 0 and length == 0):  # a block's zero padding
+                at += block - at % block
+                continue
+            chunk, at = data[at + 7 : at + 7 + length], at + 7 + length
+            parts = chunk if kind in (1, 2) else parts + chunk  # full or first; middle or last
+            if kind in (1, 4):
+                record = wandb_internal_pb2.Record.FromString(parts)
+                if record.WhichOneof("record_type") == "run":
+                    ids.add(record.run.run_id)
+                elif record.WhichOneof("record_type") == "history":
+                    items = record.history.item
+                    rows.append({"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in items})
+    return ids, rows
+
+
+def test_rounds_reach_wandb_offline_and_an_mlflow_store_as_one_run_each_across_resumes(
+    tiny_model, prompts_file, tmp_path
+):
+    """Round 1, then round 2 from a second process (a resume): each tracker holds one run with both rounds."""
+    pytest.importorskip("wandb")
+    pytest.importorskip("mlflow")
+    run, store = tmp_path / "run", tmp_path / "mlruns"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    env |= {"MLFLOW_TRACKING_URI": store.as_uri(), "MLFLOW_ALLOW_FILE_STORE": "true"}
+    for rounds in ("1", "2"):
+        args = ["--prompts", prompts_file, "--model", tiny_model, "--run-dir", run, "--quiet", "--rounds", rounds]
+        args += [a for item in [*TINY, "run.report_to=[wandb,mlflow]"] for a in ("--set", item)]
+        command = [sys.executable, "-m", "tao.cli", "run", *map(str, args)]
+        done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.count("round ") == 1, done.stdout  # the trackers' own messages stay off stdout
+    steps = [u["steps"] for u in update_records(run)]
+    loss = [e["loss"] for u in update_records(run) for e in u["log"]]
+
+    ids, rows = wandb_history(run)
+    assert len(ids) == 1  # both processes wrote to the same wandb run
+    assert [(r["_step"], r["round/index"]) for r in rows if "round/index" in r] == [(steps[0], 1), (sum(steps), 2)]
+    assert [r["train/loss"] for r in rows if "train/loss" in r] == pytest.approx(loss, rel=1e-6)
+
+    read = (
+        "import json, mlflow; c = mlflow.MlflowClient(); (r,) = c.search_runs([c.get_experiment_by_name('tao')"
+        ".experiment_id]); print(json.dumps({k: [[m.step, m.value] for m in c.get_metric_history(r.info.run_id, k)]"
+        " for k in ('round/index', 'train/loss')}))"
+    )
+    logs = subprocess.run([sys.executable, "-c", read], env=env, capture_output=True, text=True)
+    assert logs.returncode == 0, logs.stderr[-2000:]
+    metrics = json.loads(logs.stdout)  # one mlflow run (the unpacking above) holding both rounds
+    assert metrics["round/index"] == [[steps[0], 1.0], [sum(steps), 2.0]]
+    assert [s for s, _ in metrics["train/loss"]] == list(range(1, sum(steps) + 1))
+    assert [v for _, v in metrics["train/loss"]] == pytest.approx(loss, rel=1e-6)
+
+
 def test_sft_sends_its_step_logs_as_a_tracker_run_of_its_own(tiny_model, tmp_path):
     pytest.importorskip("tensorboard")
     out = tmp_path / "sft"
