@@ -98,25 +98,36 @@ def test_a_tracker_not_installed_stops_before_anything_is_written(tiny_model, pr
     assert not (tmp_path / "run").exists()
 
 
+def run_process(prompts_file: Path, model: Path, run: Path, rounds: int, trackers: str, env: dict) -> str:
+    """``tao run`` in a process of its own (trackers read their settings when imported, as in a user's run); its
+    stdout, which must carry tao's round lines only."""
+    args = ["--prompts", prompts_file, "--model", model, "--run-dir", run, "--quiet", "--rounds", str(rounds)]
+    args += [a for item in [*TINY, f"run.report_to=[{trackers}]"] for a in ("--set", item)]
+    command = [sys.executable, "-m", "tao.cli", "run", *map(str, args)]
+    done = subprocess.run(command, env={**env, "PYTHONPATH": str(ROOT)}, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def printed_json(code: str, env: dict) -> object:
+    """What a Python snippet prints as JSON, run in a process with ``env`` (a tracker's store read back)."""
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
 def test_rounds_reach_trackios_local_store(tiny_model, prompts_file, tmp_path):
     """trackio reads where its store is when imported: a process of its own, as a user's run is."""
     pytest.importorskip("trackio")
     run, store = tmp_path / "run", tmp_path / "trackio"
-    args = ["--prompts", prompts_file, "--model", tiny_model, "--run-dir", run, "--quiet", "--rounds", "2"]
-    args += [a for item in [*TINY, "run.report_to=[trackio]"] for a in ("--set", item)]
-    env = {**os.environ, "TRACKIO_DIR": str(store), "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "tao.cli", "run", *map(str, args)]
-    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.count("round ") == 2, done.stdout  # trackio's own messages stay off stdout
+    env = {**os.environ, "TRACKIO_DIR": str(store)}
+    assert run_process(prompts_file, tiny_model, run, 2, "trackio", env).count("round ") == 2
     read = (
         "import json; from trackio.sqlite_storage import SQLiteStorage as S; "
         "print(json.dumps({r: [[e['step'], e.get('round/index'), e.get('train/loss')] for e in S.get_logs('tao', r)]"
         " for r in S.get_runs('tao')}))"
     )
-    logs = subprocess.run([sys.executable, "-c", read], env=env, capture_output=True, text=True)
-    assert logs.returncode == 0, logs.stderr[-2000:]
-    (rows,) = json.loads(logs.stdout).values()  # one tracker run for both rounds
+    (rows,) = printed_json(read, env).values()  # one tracker run for both rounds
     steps = [u["steps"] for u in update_records(run)]
     assert [(s, i) for s, i, _ in rows if i is not None] == [(steps[0], 1.0), (sum(steps), 2.0)]
     assert sum(loss is not None for _, _, loss in rows) == sum(steps)
@@ -156,15 +167,10 @@ def test_rounds_reach_wandb_offline_and_an_mlflow_store_as_one_run_each_across_r
     pytest.importorskip("wandb")
     pytest.importorskip("mlflow")
     run, store = tmp_path / "run", tmp_path / "mlruns"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     env |= {"MLFLOW_TRACKING_URI": store.as_uri(), "MLFLOW_ALLOW_FILE_STORE": "true"}
-    for rounds in ("1", "2"):
-        args = ["--prompts", prompts_file, "--model", tiny_model, "--run-dir", run, "--quiet", "--rounds", rounds]
-        args += [a for item in [*TINY, "run.report_to=[wandb,mlflow]"] for a in ("--set", item)]
-        command = [sys.executable, "-m", "tao.cli", "run", *map(str, args)]
-        done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr[-2000:]
-        assert done.stdout.count("round ") == 1, done.stdout  # the trackers' own messages stay off stdout
+    for rounds in (1, 2):
+        assert run_process(prompts_file, tiny_model, run, rounds, "wandb,mlflow", env).count("round ") == 1
     steps = [u["steps"] for u in update_records(run)]
     loss = [e["loss"] for u in update_records(run) for e in u["log"]]
 
@@ -178,9 +184,7 @@ def test_rounds_reach_wandb_offline_and_an_mlflow_store_as_one_run_each_across_r
         ".experiment_id]); print(json.dumps({k: [[m.step, m.value] for m in c.get_metric_history(r.info.run_id, k)]"
         " for k in ('round/index', 'train/loss')}))"
     )
-    logs = subprocess.run([sys.executable, "-c", read], env=env, capture_output=True, text=True)
-    assert logs.returncode == 0, logs.stderr[-2000:]
-    metrics = json.loads(logs.stdout)  # one mlflow run (the unpacking above) holding both rounds
+    metrics = printed_json(read, env)  # one mlflow run (the unpacking above) holding both rounds
     assert metrics["round/index"] == [[steps[0], 1.0], [sum(steps), 2.0]]
     assert [s for s, _ in metrics["train/loss"]] == list(range(1, sum(steps) + 1))
     assert [v for _, v in metrics["train/loss"]] == pytest.approx(loss, rel=1e-6)
