@@ -14,6 +14,7 @@ instruction-level strict, the training reward on the same answers (beside the ya
 tao minus rft, paired per prompt.
 
     python scripts/bench_learning.py --seed 5 [--minutes 60] [--threads 1] [--work runs/bench-learning]
+    python scripts/bench_learning.py --seed 5 --arms rft --work DIR   # DIR/tao ran before: add the RFT arm
     python scripts/bench_learning.py --summarize docs/results/learning/seed-5.json ... --out docs/results/learning.json
 
 With --threads 1 (the default) the arms run side by side, each pinned to its own core with one torch thread; with
@@ -76,19 +77,24 @@ def arm_command(arm: str, args: argparse.Namespace, work: Path) -> list[str]:
 
 
 def run_arms(args: argparse.Namespace, work: Path) -> dict[str, str]:
-    """Both arms: side by side, each pinned to a core, with one thread; else one after the other."""
+    """The arms asked for: side by side, each pinned to a core, with one thread; else one after the other. An arm
+    not asked for must have run before, in ``work``."""
+    ran = {arm: "earlier, in the same work directory" for arm in ARMS if arm not in args.arms}
+    missing = [arm for arm in ran if not finished_rounds(RunPaths(work / arm))]
+    if missing:
+        raise SystemExit(f"{', '.join(missing)}: not asked to run, and no finished round in {work}")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     if args.threads > 1:
-        for arm in ARMS:
+        for arm in args.arms:
             subprocess.run(arm_command(arm, args, work), env=env, cwd=ROOT, check=True)
-        return dict.fromkeys(ARMS, f"alone, {args.threads} torch threads on {os.cpu_count()} cores")
+        return ran | dict.fromkeys(args.arms, f"alone, {args.threads} torch threads on {os.cpu_count()} cores")
     running = [
         subprocess.Popen(["taskset", "-c", str(core), *arm_command(arm, args, work)], env=env, cwd=ROOT)
-        for core, arm in enumerate(ARMS)
+        for core, arm in zip(args.cores, args.arms, strict=False)
     ]
     if any(p.wait() for p in running):
         raise SystemExit("an arm failed; see its output above")
-    return dict.fromkeys(ARMS, "side by side, 1 torch thread pinned to its own core")
+    return ran | dict.fromkeys(args.arms, "side by side, 1 torch thread pinned to its own core")
 
 
 def compare(args: argparse.Namespace, work: Path) -> Path:
@@ -240,6 +246,15 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=60)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per arm; above 1 the arms run in turn")
     parser.add_argument("--model", default="default", help="base model (a tiny one checks the script end to end)")
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        choices=ARMS,
+        default=list(ARMS),
+        help="arms to run [both]; another's run"
+        " directory must be in --work already (an arm added to a seed run before)",
+    )
+    parser.add_argument("--cores", type=int, nargs="+", default=[0, 1], help="with --threads 1: the arms' cores [0 1]")
     parser.add_argument("--set", action="append", default=[], help="extra override for both arms, repeatable")
     parser.add_argument("--work", type=Path, default=None, help="[runs/bench-learning/seed-N]")
     parser.add_argument("--out", type=Path, default=None, help="[docs/results/learning/seed-N.json]")
