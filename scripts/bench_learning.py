@@ -19,7 +19,8 @@ tao minus rft, paired per prompt.
 
 With --threads 1 (the default) the arms run side by side, each pinned to its own core with one torch thread; with
 more, one after the other, each on the whole machine. The per-round evaluation of `tao run` is off in both arms
-(`eval.max_prompts=0`): the comparison afterwards evaluates every held-out prompt instead.
+(`eval.max_prompts=0`): the comparison afterwards evaluates every held-out prompt instead. `ran.json` in the work
+directory says how each arm ran; a rerun with it present evaluates the arms it names without running them again.
 """
 
 from __future__ import annotations
@@ -97,11 +98,11 @@ def run_arms(args: argparse.Namespace, work: Path) -> dict[str, str]:
     return ran | dict.fromkeys(args.arms, "side by side, 1 torch thread pinned to its own core")
 
 
-def compare(args: argparse.Namespace, work: Path) -> Path:
-    """Greedy answers of the base and both arms' last rounds on the TAO run's held-out prompts, by the yardstick."""
+def compare(args: argparse.Namespace, work: Path, arms: list[str]) -> Path:
+    """Greedy answers of the base and the arms' last rounds on the TAO run's held-out prompts, by the yardstick."""
     out = work / "compare"
     if not (out / "report.json").is_file():
-        command = [sys.executable, "-m", "tao.cli", "compare", "base", *(str(work / a) for a in ARMS)]
+        command = [sys.executable, "-m", "tao.cli", "compare", "base", *(str(work / a) for a in arms)]
         command += ["--prompts", str(work / "tao"), "--by", "ifeval", "--out", str(out), "--quiet"]
         command += ["--base", args.model, "--config", str(PRESET)]
         subprocess.run(command, check=True, cwd=ROOT)
@@ -113,10 +114,11 @@ def rescored(answers: list[Answer], prompts: list[Prompt], rewards: RewardSet) -
 
 
 def evaluate(args: argparse.Namespace, work: Path, ran: dict[str, str]) -> dict:
-    held = {a: {p.id for p in held_out_items(work / a)} for a in ARMS}
-    if held["tao"] != held["rft"]:
+    """The arms that ran (a seed run before --arms existed may have the TAO arm alone) against the base."""
+    arms = [a for a in ARMS if a in ran]
+    if len({frozenset(p.id for p in held_out_items(work / a)) for a in arms}) != 1:
         raise SystemExit("the arms held out different prompts: not the same file and seed")
-    out = compare(args, work)
+    out = compare(args, work, arms)
     models = {}
     for items in sorted(out.glob("items-*.jsonl")):
         rows = [json.loads(line) for line in items.read_text().splitlines()]
@@ -161,12 +163,13 @@ def evaluate(args: argparse.Namespace, work: Path, ran: dict[str, str]) -> dict:
         if label != "base":
             entry["rounds"] = rounds(work / label)
         result["models"][label] = entry
-    tao, rft = (_rows(scored[a]["prompt_level"]) for a in ("tao", "rft"))
-    diff = evaluation.paired_difference(rft, tao, seed=args.seed)
-    result["tao_minus_rft"] = {
-        "prompt_level": asdict(diff) if diff else None,
-        "wins": evaluation.wins_ties_losses(rft, tao),
-    }
+    if arms == list(ARMS):
+        tao, rft = (_rows(scored[a]["prompt_level"]) for a in ("tao", "rft"))
+        diff = evaluation.paired_difference(rft, tao, seed=args.seed)
+        result["tao_minus_rft"] = {
+            "prompt_level": asdict(diff) if diff else None,
+            "wins": evaluation.wins_ties_losses(rft, tao),
+        }
     return result
 
 
@@ -202,16 +205,21 @@ def _minutes(start: str, end: str) -> float:
 
 def seeds_summary(files: list[Path]) -> dict:
     """Over seeds: each arm's mean gain over the base, and tao minus rft, with two bootstrap intervals: over the
-    held-out prompts of each seed (the seeds fixed), and over seeds and prompts (a new seed)."""
+    held-out prompts of each seed (the seeds fixed), and over seeds and prompts (a new seed). Each over the seeds
+    that ran it (``seeds`` in each entry)."""
     results = [json.loads(f.read_text()) for f in files]
     rng = np.random.default_rng(0)
     out: dict = {"files": [str(f) for f in files], "seeds": [r["seed"] for r in results], "arms": {}}
     for measure in ("prompt_level", "instruction_level", "training_reward"):
         for arm in ARMS:
-            gains = [_gains(r, measure, arm, "base") for r in results]
-            out["arms"].setdefault(arm, {})[measure] = _two_intervals(gains, rng)
-        gains = [_gains(r, measure, "tao", "rft") for r in results]
-        out.setdefault("tao_minus_rft", {})[measure] = _two_intervals(gains, rng)
+            having = [r for r in results if arm in r["models"]]
+            if having:
+                gains = [_gains(r, measure, arm, "base") for r in having]
+                out["arms"].setdefault(arm, {})[measure] = _two_intervals(gains, [r["seed"] for r in having], rng)
+        having = [r for r in results if "tao_minus_rft" in r]
+        if having:
+            gains = [_gains(r, measure, "tao", "rft") for r in having]
+            out.setdefault("tao_minus_rft", {})[measure] = _two_intervals(gains, [r["seed"] for r in having], rng)
     return out
 
 
@@ -225,7 +233,7 @@ def _per_prompt(result: dict, label: str, measure: str) -> dict[str, float | Non
     return result["models"][label]["per_prompt"][measure]
 
 
-def _two_intervals(gains: list[np.ndarray], rng: np.random.Generator) -> dict:
+def _two_intervals(gains: list[np.ndarray], seeds: list[int], rng: np.random.Generator) -> dict:
     per_seed = [float(g.mean()) for g in gains]
     by_prompts, by_both = [], []
     for _ in range(RESAMPLES // 10):
@@ -233,6 +241,7 @@ def _two_intervals(gains: list[np.ndarray], rng: np.random.Generator) -> dict:
         chosen = [gains[i] for i in rng.integers(0, len(gains), len(gains))]
         by_both.append(np.mean([g[rng.integers(0, g.size, g.size)].mean() for g in chosen]))
     return {
+        "seeds": seeds,
         "per_seed": [round(x, 4) for x in per_seed],
         "mean": round(float(np.mean(per_seed)), 4),
         "prompts_interval": [round(float(x), 4) for x in np.percentile(by_prompts, [2.5, 97.5])],
@@ -294,16 +303,18 @@ def print_seed(result: dict) -> None:
         print(
             f"| {label} | {' | '.join(cells)} | {m['training_reward']['mean']:.3f} | {m['answers']['mean_words']:.0f} |"
         )
-    d = result["tao_minus_rft"]["prompt_level"]
-    print(f"tao - rft, prompt level: {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]")
+    if "tao_minus_rft" in result:
+        d = result["tao_minus_rft"]["prompt_level"]
+        print(f"tao - rft, prompt level: {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]")
 
 
 def print_summary(report: dict) -> None:
     print(f"seeds {report['seeds']}: gains in points")
-    rows = [(f"{arm} vs base", m) for arm, m in report["arms"].items()] + [("tao - rft", report["tao_minus_rft"])]
+    rows = [(f"{arm} vs base", m) for arm, m in report["arms"].items()]
+    rows += [("tao - rft", report["tao_minus_rft"])] if "tao_minus_rft" in report else []
     for name, measures in rows:
         for measure, s in measures.items():
-            per_seed = ", ".join(f"{100 * x:+.1f}" for x in s["per_seed"])
+            per_seed = ", ".join(f"{seed}: {100 * x:+.1f}" for seed, x in zip(s["seeds"], s["per_seed"], strict=True))
             lo, hi = (100 * x for x in s["seeds_and_prompts_interval"])
             plo, phi = (100 * x for x in s["prompts_interval"])
             print(
