@@ -91,10 +91,10 @@ def run_arms(args: argparse.Namespace, work: Path) -> dict[str, str]:
         return ran | dict.fromkeys(args.arms, f"alone, {args.threads} torch threads on {os.cpu_count()} cores")
     running = [
         subprocess.Popen(["taskset", "-c", str(core), *arm_command(arm, args, work)], env=env, cwd=ROOT)
-        for core, arm in zip(args.cores, args.arms, strict=False)
+        for core, arm in zip(args.cores, args.arms, strict=False)  # main() checks there are cores enough
     ]
-    if any(p.wait() for p in running):
-        raise SystemExit("an arm failed; see its output above")
+    if any([p.wait() for p in running]):  # every arm waited for: one failing leaves the other to finish
+        raise SystemExit("an arm failed; see its output above (a rerun with --arms runs it alone)")
     return ran | dict.fromkeys(args.arms, "side by side, 1 torch thread pinned to its own core")
 
 
@@ -269,6 +269,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="[docs/results/learning/seed-N.json]")
     parser.add_argument("--summarize", type=Path, nargs="+", help="seed result files: write their summary to --out")
     args = parser.parse_args()
+    if args.threads == 1 and len(args.cores) < len(args.arms):
+        parser.error(f"--cores names {len(args.cores)} cores for {len(args.arms)} arms")
     if args.summarize:
         report = seeds_summary(args.summarize)
         out = args.out or ROOT / "docs" / "results" / "learning.json"
