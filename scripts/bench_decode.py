@@ -37,8 +37,7 @@ def linear_shapes(model) -> list[tuple[int, int]]:
     """(in, out) of every linear layer one token passes through, the output head included."""
     import torch
 
-    shapes = [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    return shapes
+    return [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)]
 
 
 def matmul_rate(shapes: list[tuple[int, int]], rows: int, seconds: float = 0.3) -> float:
@@ -128,7 +127,8 @@ def main() -> None:
     with policy.attached(None) as model:
         shapes = linear_shapes(model)
     flops_per_token = 2 * sum(i * o for i, o in shapes)
-    adapter = Path(tempfile.mkdtemp()) / "adapter"  # a fresh LoRA adapter: what rounds after the first attach
+    scratch = tempfile.TemporaryDirectory()
+    adapter = Path(scratch.name) / "adapter"  # a fresh LoRA adapter: what rounds after the first attach
     with policy.attached(None, trainable=True) as model:
         model.save_pretrained(adapter)
 
@@ -174,6 +174,7 @@ def main() -> None:
         },
         "cells": cells,
     }
+    scratch.cleanup()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -1,6 +1,5 @@
 """`tao reward train | eval | label` with the tiny model: a learnable preference is learned and measured."""
 
-import importlib.util
 import json
 
 import pytest
@@ -11,6 +10,7 @@ from tao.commands.reward_training import spearman, split_by_prompt
 from tao.core.errors import InputError
 from tao.core.types import Message, Prompt
 from tests.conftest import TINY, cli, write_jsonl
+from tests.test_tracker import scalars
 
 WORDS = ["apple", "river", "stone", "cloud", "green", "light", "music", "paper"]
 
@@ -29,8 +29,7 @@ def trained(tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("rm")
     pairs = write_jsonl(root / "pairs.jsonl", synthetic_pairs(80))
     sets = ["reward_model.learning_rate=2e-3", "reward_model.epochs=3", "reward_model.batch_size=8"]
-    if importlib.util.find_spec("tensorboard") is not None:
-        sets.append("run.report_to=[tensorboard]")
+    sets.append("run.report_to=[tensorboard]")  # tensorboard: a dev extra
     result = cli(
         "reward",
         "train",
@@ -55,11 +54,8 @@ def test_a_learnable_preference_is_learned_and_measured_on_held_out_prompts(trai
     assert accuracy["n"] == 16 and accuracy["mean"] >= 0.9, accuracy
     assert "accuracy" in output and f"rm:{root / 'rm' / 'model'}" in output
     assert not list((root / "rm" / "model").glob("*.bin")) and (root / "rm" / "model" / "config.json").is_file()
-    if importlib.util.find_spec("tensorboard") is not None:  # run.report_to: the training's step logs, a step each
-        from tests.test_tracker import scalars
-
-        steps = manifest["budget"]["optimizer_steps"]
-        assert [s for s, _ in scalars(root / "rm" / "tensorboard")["train/loss"]] == list(range(1, steps + 1))
+    steps = manifest["budget"]["optimizer_steps"]  # run.report_to: the training's step logs, a step each
+    assert [s for s, _ in scalars(root / "rm" / "tensorboard")["train/loss"]] == list(range(1, steps + 1))
     evaluated = cli(
         "reward",
         "eval",

@@ -159,9 +159,8 @@ def log_training(names: Sequence[str], directory: Path, log_history: Sequence[di
     opened = [BACKENDS[n](directory, f"{directory.name}-{key[:6]}", key, {}) for n in names]
     try:
         for entry in log_history:
-            metrics = {f"train/{k}": v for k, v in entry.items() if _number(v) and k != "step"}
             for backend in opened:
-                backend.log(metrics, int(entry["step"]))
+                backend.log(_step_metrics(entry), int(entry["step"]))
     finally:
         for backend in opened:
             backend.close()
@@ -169,14 +168,16 @@ def log_training(names: Sequence[str], directory: Path, log_history: Sequence[di
 
 def _round_logs(rp: RoundPaths, stages: dict[str, dict], before: int) -> list[tuple[dict[str, float], int]]:
     """trl's step logs (``train/...``), then the round's figures (``round/<stage>/...``) at its last step."""
-    logs = [
-        ({f"train/{k}": v for k, v in entry.items() if _number(v) and k != "step"}, before + int(entry["step"]))
-        for entry in stages["update"].get("log", [])
-    ]
+    logs = [(_step_metrics(entry), before + int(entry["step"])) for entry in stages["update"].get("log", [])]
     figures = {"round/index": float(rp.index)}
     for name, record in stages.items():
         figures.update(flatten(record, f"round/{name}"))
     return [*logs, (figures, before + stages["update"]["steps"])]
+
+
+def _step_metrics(entry: dict) -> dict[str, float]:
+    """One of trl's step logs as ``train/<field>``."""
+    return {f"train/{k}": v for k, v in entry.items() if _number(v) and k != "step"}
 
 
 def flatten(record: Any, prefix: str) -> dict[str, float]:
