@@ -30,11 +30,12 @@ from typing import Protocol
 
 from reward import ifeval
 from reward.function import FunctionScorer, load_function
+from reward.instructions import repair
 from reward.judge import JudgeScorer
 from reward.rules import MajorityScorer, RuleScorer, rule_check
 from tao.core.config import Config, JudgeConfig
 from tao.core.errors import InputError
-from tao.core.specs import split_weight
+from tao.core.specs import REPAIRING_SCORERS, split_weight
 from tao.core.types import Candidate, Prompt, Score, Scored
 
 _THINK_END = re.compile(r"</think(?:ing)?>")
@@ -175,6 +176,16 @@ class RewardSet:
         return {
             s.name: s.endpoint.usage.as_dict() for s, _ in self.weighted if isinstance(s, JudgeScorer) and s.endpoint
         }
+
+    @property
+    def repairs(self) -> bool:
+        """Whether :meth:`repair` can change an answer: an instruction rule is among the scorers."""
+        return any(s.name in REPAIRING_SCORERS for s, _ in self.weighted)
+
+    def repair(self, prompt: Prompt, text: str) -> str:
+        """``text`` with the mechanical fixes of the prompt's instructions (reward/instructions/repair.py) where an
+        instruction rule scores; else unchanged. What the ``repair`` exploration strategy offers."""
+        return repair.repair(prompt, text) if self.repairs else text
 
     def totals(self, prompts: Sequence[Prompt], candidates: Sequence[Candidate]) -> list[float | None]:
         """The weighted totals alone (what best-of-N exploration ranks by)."""

@@ -14,6 +14,10 @@
 - ``best_of[:M]``: M times as many plain samples, scored; the top ones by score are kept (default M = 4).
 - ``exemplars[:K]``: the K earlier prompts most like this one, each with the run's best-scored answer to it, shown
   as earlier turns of the conversation (default 2; rollouts/exemplars.py); plain sampling until a round has finished.
+- ``repair``: the model's own sampled answer with the mechanical fixes the reward's instruction checks know (all
+  lowercase, all capitals, quotation marks around it, no commas, the request repeated first, a closing phrase:
+  reward/instructions/repair.py), for instructions a small model almost never follows by sampling; a draft with
+  nothing to fix stays a plain sample. Needs ``rule:instructions`` (or ``rule:all_instructions``) among the scorers.
 - ``greedy``: the model's own greedy answer (temperature 0), always exactly one candidate (it takes no share): the
   answer a greedy deployment gives, so the update can keep it where it scores well and correct it where it does not.
 
@@ -48,6 +52,7 @@ REFINE = (
 EXEMPLAR_ROOM = 512  # tokens of exemplar turns at most before a prompt (rollouts/vllm_engine.py leaves the room)
 MARKUP = 8  # tokens of chat markup counted per shown turn
 Scorer = Callable[[Sequence[Prompt], Sequence[Candidate]], list[float | None]]
+Repairer = Callable[[Prompt, str], str]  # an answer to a prompt -> the answer with its fixes (the reward's)
 
 
 def load_strategies(specs: Sequence[str], num_candidates: int) -> list[Strategy]:
@@ -111,15 +116,17 @@ def explore(
     adapter: Path | None,
     score: Scorer,
     examples: Sequence[Exemplar] = (),
+    repair: Repairer | None = None,
 ) -> tuple[list[Candidate], dict[str, dict]]:
     """``sampling.n`` candidates per prompt, shared among ``strategies``; returns them (grouped by prompt,
     re-indexed 0..n-1, each tagged with its strategy and context) and, per strategy, candidates and tokens spent.
-    ``examples``: the earlier rounds' exemplars the ``exemplars`` strategy chooses from."""
+    ``examples``: the earlier rounds' exemplars the ``exemplars`` strategy chooses from; ``repair``: the fixes the
+    ``repair`` strategy applies."""
     found: dict[str, list[Candidate]] = {p.id: [] for p in prompts}
     stats = {}
     for i, (strategy, k) in enumerate(zip(strategies, allocate(strategies, sampling.n), strict=True)):
         own = replace(sampling, n=k, seed=sampling.seed + 7919 * i)  # the first strategy keeps the run's seed
-        candidates, tokens = _run(strategy, engine, prompts, own, adapter, score, examples)
+        candidates, tokens = _run(strategy, engine, prompts, own, adapter, score, examples, repair)
         for c in candidates:
             found[c.prompt_id].append(replace(c, strategy=strategy.name))
         stats[strategy.name] = {"candidates": len(candidates), "tokens": tokens}
@@ -139,6 +146,7 @@ def _run(
     adapter: Path | None,
     score: Scorer,
     examples: Sequence[Exemplar],
+    repair: Repairer | None,
 ) -> tuple[list[Candidate], int]:
     """One strategy's ``s.n`` candidates per prompt, and the tokens it generated (drafts and pools included)."""
     if strategy.kind == "greedy":
@@ -162,6 +170,10 @@ def _run(
         return _guided(strategy, engine, prompts, s, adapter)
     if strategy.kind == "refine":
         return _refined(int(strategy.arg or 1), engine, prompts, s, adapter)
+    if strategy.kind == "repair":
+        if repair is None:
+            raise ValueError("the repair strategy needs the reward's fixes (explore's repair argument)")
+        return _repaired(engine, prompts, s, adapter, repair)
     if strategy.kind == "exemplars":
         return _shown(int(strategy.arg or 2), engine, prompts, s, adapter, examples)
     return _best_of(int(strategy.arg or 4), engine, prompts, s, adapter, score)
@@ -193,6 +205,31 @@ def _final_answer(engine: Engine, c: Candidate) -> Candidate:
         token_ids=tuple(ids),
         context=f"think: {len(c.token_ids) - len(ids)} tokens of reasoning dropped",
     )
+
+
+def _repaired(
+    engine: Engine, prompts: Sequence[Prompt], s: Sampling, adapter: Path | None, repair: Repairer
+) -> tuple[list[Candidate], int]:
+    """Sampled drafts, each with the fixes ``repair`` makes, re-tokenized (its end token kept when it finished);
+    a fix that runs past ``s.max_new_tokens`` is cut there, unfinished, as the engine would have cut it."""
+    drafts = engine.generate(prompts, s, adapter)
+    by_id = {p.id: p for p in prompts}
+    out = []
+    for c in drafts:
+        text = repair(by_id[c.prompt_id], c.text)
+        if text == c.text:
+            out.append(replace(c, context="nothing to repair: a plain sample"))
+            continue
+        ids = engine.tokenizer.encode(text, add_special_tokens=False)
+        finished = c.finished and len(ids) < s.max_new_tokens
+        if finished:
+            ids.append(c.token_ids[-1])
+        elif len(ids) > s.max_new_tokens:
+            ids = ids[: s.max_new_tokens]
+            text = engine.tokenizer.decode(ids)
+        context = f"repaired: {c.text[:120]}"
+        out.append(replace(c, text=text, token_ids=tuple(ids), finished=finished, logprobs=None, context=context))
+    return out, _tokens(drafts)
 
 
 def _guided(

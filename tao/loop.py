@@ -205,7 +205,9 @@ def explore(
     sampling = Sampling(r.num_candidates, r.temperature, r.top_p, r.max_new_tokens, seed)
     chosen = strategies.load_strategies(r.strategies, r.num_candidates)
     shown = exemplars.gather(scored_rounds(ctx.paths, rp.index)) if any(s.kind == "exemplars" for s in chosen) else []
-    candidates, spent = strategies.explore(ctx.engine, prompts, chosen, sampling, parent, rewards.totals, shown)
+    candidates, spent = strategies.explore(
+        ctx.engine, prompts, chosen, sampling, parent, rewards.totals, shown, rewards.repair
+    )
     faults.point("explore")
     write_jsonl(rp.rollouts, (c.to_row() for c in candidates))
     return {

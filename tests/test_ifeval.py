@@ -91,3 +91,59 @@ def test_sentence_counts_work_without_nltk_data():
     asked = {"relation": "less than", "num_sentences": 3}
     assert ifeval.follows("length_constraints:number_sentences", asked, "One. Two.", "")
     assert not ifeval.follows("length_constraints:number_sentences", asked, "One. Two. Dr. Three is here. Four.", "")
+
+
+@pytest.mark.parametrize(
+    ("ask", "answer", "repaired"),
+    [
+        (
+            "Write a poem. Your entire response should be in English, and in all lowercase letters.",
+            "The Rain Is Falling on the roof.",
+            "the rain is falling on the roof.",
+        ),
+        (
+            "Describe Paris. Your answer must be in English and in all capital letters.",
+            "The city is known for its museums and food.",
+            "THE CITY IS KNOWN FOR ITS MUSEUMS AND FOOD.",
+        ),
+        ("Describe a cat. Wrap your entire response with double quotation marks.", " A cat. ", '"A cat."'),
+        ("List fruit. Do not use any commas in your response.", "Apples, pears , plums", "Apples pears plums"),
+        (
+            'Finish your response with this exact phrase "Is there anything else I can help with?". Say hi.',
+            "Hello.",
+            "Hello. Is there anything else I can help with?",
+        ),
+        (
+            "Write a haiku about rain.\n\nFirst repeat the exact request above, then give your answer. Do not say any "
+            "word before repeating the exact request.",
+            "Rain falls.",
+            "Write a haiku about rain.\n\nRain falls.",
+        ),
+    ],
+)
+def test_repair_makes_the_fix_the_yardstick_checks(ask, answer, repaired):
+    from reward.instructions.repair import repair
+
+    prompt = Prompt("p", (Message("user", ask),))
+    assert follow_rate(prompt, answer) < 1
+    assert repair(prompt, answer) == repaired
+    assert follow_rate(prompt, repaired) == 1.0
+    assert repair(prompt, repaired) == repaired  # a followed instruction is left alone
+
+
+def test_repair_combines_fixes_and_leaves_other_instructions_alone():
+    from reward.instructions.repair import repair
+
+    ask = "Tell me about dogs. Wrap your entire response in double quotation marks and use all lowercase letters."
+    prompt = Prompt("p", (Message("user", ask),))
+    assert repair(prompt, "Dogs, Cats.") == '"dogs, cats."'
+    unfixable = Prompt("p", (Message("user", "Write about dogs in at least 300 words."),))
+    assert repair(unfixable, "Dogs bark.") == "Dogs bark."
+
+
+def test_the_reward_repairs_only_with_an_instruction_rule_among_its_scorers():
+    from reward.scorer import RewardSet
+
+    prompt = Prompt("p", (Message("user", "Describe rain. Your entire response should be in all lowercase letters."),))
+    assert RewardSet(["rule:finished", "rule:all_instructions=2"]).repair(prompt, "Rain Falls") == "rain falls"
+    assert RewardSet(["rule:finished"]).repair(prompt, "Rain Falls") == "Rain Falls"

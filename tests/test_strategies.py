@@ -47,6 +47,7 @@ def by_length(prompts, candidates):
         ("think:x", "think takes no argument"),
         ("greedy:x", "greedy takes no argument"),
         ("greedy=2", "greedy is always one candidate"),
+        ("repair:x", "repair takes no argument"),
     ],
 )
 def test_bad_specs_are_refused(spec, message):
@@ -162,6 +163,39 @@ def test_think_keeps_the_final_answer_only(engine):
     assert kept.text == "hello world"
     assert kept.token_ids == (*engine.tokenizer.encode("hello world", add_special_tokens=False), eos)
     assert strategies._final_answer(engine, Candidate("q", 0, "no marker", (5,), False, "think")).text == "no marker"
+
+
+def test_repair_offers_the_fixed_draft_retokenized(engine):
+    def shout(prompt, text):  # a repairer: q0's drafts get fixed, q1's have nothing to fix
+        return text.upper() + " END" if prompt.id == "q0" else text
+
+    sampling = Sampling(2, 1.0, 1.0, 8, seed=3)
+    chosen = load_strategies(["repair"], 2)
+    out, spent = strategies.explore(engine, prompts(2), chosen, sampling, None, by_length, repair=shout)
+    drafts = engine.generate(prompts(2), sampling, None)  # the same seed: the drafts repair started from
+    eos = engine.tokenizer.eos_token_id
+    for c, d in zip(out, drafts, strict=True):
+        assert c.strategy == "repair"
+        if c.prompt_id == "q1":
+            assert (c.text, c.token_ids, c.context) == (d.text, d.token_ids, "nothing to repair: a plain sample")
+            continue
+        ids = engine.tokenizer.encode(d.text.upper() + " END", add_special_tokens=False)
+        finished = d.finished and len(ids) < 8
+        expected = (*ids, eos) if finished else tuple(ids[:8])
+        assert (c.token_ids, c.finished, c.logprobs) == (expected, finished, None)
+        assert c.text == (d.text.upper() + " END" if finished else engine.tokenizer.decode(ids[:8]))
+        assert c.context.startswith("repaired: ")
+    assert spent["repair"] == {"candidates": 4, "tokens": sum(len(d.token_ids) for d in drafts)}
+    with pytest.raises(ValueError, match="needs the reward's fixes"):
+        strategies.explore(engine, prompts(1), chosen, sampling, None, by_length)
+
+
+def test_repair_without_an_instruction_scorer_is_a_config_error(tiny_model, prompts_file, tmp_path):
+    sets = ["rollout.strategies=[sample, repair]", "reward.scorers=[rule:finished]"]
+    args = [x for s in sets for x in ("--set", s)]
+    result = cli("run", "--prompts", prompts_file, "--model", tiny_model, "--run-dir", tmp_path / "r", *args)
+    assert result.exit_code == 2 and "rollout.strategies: repair fixes the instructions of a scorer" in result.output
+    assert not (tmp_path / "r").exists()
 
 
 def test_a_round_trains_on_the_plain_prompts_and_reports_per_strategy(tiny_model, prompts_file, tmp_path, monkeypatch):

@@ -36,7 +36,9 @@ def explore_file(
     r = config.rollout
     sampling = Sampling(r.num_candidates, r.temperature, r.top_p, r.max_new_tokens, config.run.seed)
     with closing(engine):
-        candidates, spent = strategies.explore(engine, prompts, chosen, sampling, adapter, rewards.totals)
+        candidates, spent = strategies.explore(
+            engine, prompts, chosen, sampling, adapter, rewards.totals, repair=rewards.repair
+        )
     scored = rewards.score_groups(prompts, candidates)
     write_jsonl(out, (s.to_row() for s in scored))
     return {"explore": {"strategies": spent}, "score": report.score_stats(scored, config.update.min_spread)}

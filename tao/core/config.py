@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tao.core.specs import parse_strategy
+from tao.core.specs import REPAIRING_SCORERS, parse_strategy, split_weight
 
 
 class Invalid(ValueError):
@@ -85,8 +85,8 @@ class RolloutConfig:
     engine: Literal["auto", "vllm", "transformers", "vllm-server"] = "auto"
     num_candidates: int = 8  # candidates per prompt (the GRPO group)
     # How the group is explored, as SPEC[=SHARE]: sample, ladder[:LOW-HIGH], think, guide:FILE, refine[:ROUNDS],
-    # best_of[:M], exemplars[:K], greedy (rollouts/strategies.py); shares of num_candidates, at least one candidate
-    # each (greedy: exactly one)
+    # best_of[:M], exemplars[:K], greedy, repair (rollouts/strategies.py); shares of num_candidates, at least one
+    # candidate each (greedy: exactly one)
     strategies: tuple[str, ...] = ("sample",)
     temperature: float = 0.8
     top_p: float = 1.0
@@ -269,4 +269,10 @@ class Config:
             self.update.group_size <= self.rollout.num_candidates,
             "update.group_size",
             f"must be <= rollout.num_candidates ({self.rollout.num_candidates})",
+        )
+        _require(
+            not any(parse_strategy(s).kind == "repair" for s in self.rollout.strategies)
+            or any(split_weight(s)[0] in REPAIRING_SCORERS for s in self.reward.scorers),
+            "rollout.strategies",
+            f"repair fixes the instructions of a scorer among reward.scorers: {' or '.join(REPAIRING_SCORERS)}",
         )

@@ -10,7 +10,9 @@ import math
 import re
 from dataclasses import dataclass
 
-KINDS = ("sample", "ladder", "think", "guide", "refine", "best_of", "exemplars", "greedy")
+KINDS = ("sample", "ladder", "think", "guide", "refine", "best_of", "exemplars", "greedy", "repair")
+# The scorers whose instructions the ``repair`` strategy can fix (reward/instructions/repair.py); it needs one of them.
+REPAIRING_SCORERS = ("rule:instructions", "rule:all_instructions")
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ def parse_strategy(spec: str) -> Strategy:
         raise ValueError(f"{spec!r}: {kind} takes a whole number (>= {least})")
     if kind == "guide" and not arg:
         raise ValueError(f"{spec!r}: guide needs a file, guide:FILE")
-    if kind in ("sample", "think", "greedy") and arg:
+    if kind in ("sample", "think", "greedy", "repair") and arg:
         raise ValueError(f"{spec!r}: {kind} takes no argument")
     if kind == "greedy" and share_text:
         raise ValueError(f"{spec!r}: greedy is always one candidate; it takes no share")
