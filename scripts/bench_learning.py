@@ -17,6 +17,11 @@ tao minus rft, paired per prompt.
     python scripts/bench_learning.py --seed 5 --arms rft --work DIR   # DIR/tao ran before: add the RFT arm
     python scripts/bench_learning.py --summarize docs/results/learning/seed-5.json ... --out docs/results/learning.json
 
+Choosing a setting: `--validation` leaves the seed's held-out prompts out of the file altogether, so the arms' own
+held-out share of the rest is a validation split; `--arms tao candidate --candidate SET ...` runs the preset beside
+the preset with the overrides SET, and the result adds candidate minus tao, paired per prompt. The held-out prompts
+are then only ever used for the setting chosen.
+
 With --threads 1 (the default) the arms run side by side, each pinned to its own core with one torch thread; with
 more, one after the other, each on the whole machine. The per-round evaluation of `tao run` is off in both arms
 (`eval.max_prompts=0`): the comparison afterwards evaluates every held-out prompt instead. `ran.json` in the work
@@ -47,6 +52,7 @@ from tao.commands.compare import held_out_items  # noqa: E402
 from tao.core.config_file import load_config  # noqa: E402
 from tao.core.types import Answer, Message, Prompt  # noqa: E402
 from tao.run.paths import RunPaths  # noqa: E402
+from tao.run.pool import rank  # noqa: E402
 from tao.run.registry import finished_rounds  # noqa: E402
 
 PRESET = ROOT / "configs" / "small-model-checker.yaml"
@@ -56,34 +62,47 @@ ARMS = {
     # The baseline's own settings: fine-tuning on the chosen answers at LoRA's usual rate for a model this size
     # (2e-4, as QLoRA's small models), one pass a round; not tuned further.
     "rft": ["update.method=rft", "sft.learning_rate=2e-4"],
+    "candidate": [],  # a setting under trial: --candidate's overrides
 }
+DIFFERENCES = {"tao_minus_rft": ("tao", "rft"), "candidate_minus_tao": ("candidate", "tao")}
 RESAMPLES = 10_000
 
 
-def items_file(work: Path) -> Path:
-    """All IFEval prompts as a prompts file: the text, with IFEval's labels as metadata."""
+def items_file(work: Path, validation_of: int | None) -> Path:
+    """All IFEval prompts as a prompts file: the text, with IFEval's labels as metadata. With ``validation_of``,
+    without the prompts that seed's runs hold out (the lowest by the pool's seeded rank, as tao/run/pool.py)."""
     path = work / "ifeval.jsonl"
     rows = [json.loads(line) for line in IFEVAL.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if validation_of is not None:
+        held = round(load_config(PRESET).data.holdout * len(rows))
+        ranked = sorted(rows, key=lambda r: rank(validation_of, "holdout", str(r["key"])))
+        rows = [r for r in rows if r not in ranked[:held]]
     keep = ("prompt", "instruction_id_list", "kwargs")
     path.write_text("".join(json.dumps({"id": str(r["key"]), **{k: r[k] for k in keep}}) + "\n" for r in rows))
     return path
 
 
 def arm_command(arm: str, args: argparse.Namespace, work: Path) -> list[str]:
-    sets = [f"run.seed={args.seed}", "eval.max_prompts=0", f"run.threads={args.threads}", *ARMS[arm], *args.set]
+    sets = [f"run.seed={args.seed}", "eval.max_prompts=0", f"run.threads={args.threads}", *arm_settings(args)[arm]]
+    sets += args.set
     command = [sys.executable, "-m", "tao.cli", "run", "--prompts", str(work / "ifeval.jsonl"), "--quiet"]
     command += ["--config", str(PRESET), "--run-dir", str(work / arm), "--model", args.model]
     command += ["--rounds", "1000", "--minutes", f"{args.minutes:g}"]
     return command + [x for s in sets for x in ("--set", s)]
 
 
+def arm_settings(args: argparse.Namespace) -> dict[str, list[str]]:
+    return {**ARMS, "candidate": args.candidate}
+
+
 def run_arms(args: argparse.Namespace, work: Path) -> dict[str, str]:
-    """The arms asked for: side by side, each pinned to a core, with one thread; else one after the other. An arm
-    not asked for must have run before, in ``work``."""
-    ran = {arm: "earlier, in the same work directory" for arm in ARMS if arm not in args.arms}
-    missing = [arm for arm in ran if not finished_rounds(RunPaths(work / arm))]
-    if missing:
-        raise SystemExit(f"{', '.join(missing)}: not asked to run, and no finished round in {work}")
+    """The arms asked for: side by side, each pinned to a core, with one thread; else one after the other. Another
+    arm that ran before in ``work`` is evaluated with them."""
+    ran = {
+        arm: "earlier, in the same work directory"
+        for arm in ARMS
+        if arm not in args.arms and finished_rounds(RunPaths(work / arm))
+    }
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     if args.threads > 1:
         for arm in args.arms:
@@ -144,7 +163,8 @@ def evaluate(args: argparse.Namespace, work: Path, ran: dict[str, str]) -> dict:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores; " + "; ".join(f"{a}: {r}" for a, r in ran.items()),
         "model": "SmolLM2-135M-Instruct (embedded)" if args.model == "default" else args.model,
         "preset": str(PRESET.relative_to(ROOT)),
-        "arm_settings": ARMS,
+        "arm_settings": {a: arm_settings(args)[a] for a in arms},
+        "split": "validation (the seed's held-out prompts left out)" if args.validation else "held out",
         "heldout_prompts": len(prompts),
         "models": {},
     }
@@ -163,13 +183,14 @@ def evaluate(args: argparse.Namespace, work: Path, ran: dict[str, str]) -> dict:
         if label != "base":
             entry["rounds"] = rounds(work / label)
         result["models"][label] = entry
-    if arms == list(ARMS):
-        tao, rft = (_rows(scored[a]["prompt_level"]) for a in ("tao", "rft"))
-        diff = evaluation.paired_difference(rft, tao, seed=args.seed)
-        result["tao_minus_rft"] = {
-            "prompt_level": asdict(diff) if diff else None,
-            "wins": evaluation.wins_ties_losses(rft, tao),
-        }
+    for name, (arm, reference) in DIFFERENCES.items():
+        if arm in arms and reference in arms:
+            mine, theirs = (_rows(scored[a]["prompt_level"]) for a in (arm, reference))
+            diff = evaluation.paired_difference(theirs, mine, seed=args.seed)
+            result[name] = {
+                "prompt_level": asdict(diff) if diff else None,
+                "wins": evaluation.wins_ties_losses(theirs, mine),
+            }
     return result
 
 
@@ -259,12 +280,16 @@ def main() -> None:
         "--arms",
         nargs="+",
         choices=ARMS,
-        default=list(ARMS),
-        help="arms to run [both]; another's run"
-        " directory must be in --work already (an arm added to a seed run before)",
+        default=["tao", "rft"],
+        help="arms to run [tao rft]; another arm that ran in --work before is evaluated with them (an arm added to a"
+        " seed run before)",
     )
     parser.add_argument("--cores", type=int, nargs="+", default=[0, 1], help="with --threads 1: the arms' cores [0 1]")
-    parser.add_argument("--set", action="append", default=[], help="extra override for both arms, repeatable")
+    parser.add_argument("--set", action="append", default=[], help="extra override for every arm, repeatable")
+    parser.add_argument("--candidate", nargs="+", default=[], help="the candidate arm's overrides of the preset")
+    parser.add_argument(
+        "--validation", action="store_true", help="leave the seed's held-out prompts out: compare on validation ones"
+    )
     parser.add_argument("--work", type=Path, default=None, help="[runs/bench-learning/seed-N]")
     parser.add_argument("--out", type=Path, default=None, help="[docs/results/learning/seed-N.json]")
     parser.add_argument("--summarize", type=Path, nargs="+", help="seed result files: write their summary to --out")
@@ -279,7 +304,9 @@ def main() -> None:
         return
     work = args.work or ROOT / "runs" / "bench-learning" / f"seed-{args.seed}"
     work.mkdir(parents=True, exist_ok=True)
-    items_file(work)
+    if "candidate" in args.arms and not args.candidate:
+        parser.error("the candidate arm needs --candidate SET ...")
+    items_file(work, args.seed if args.validation else None)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     started = time.perf_counter()
     ran_file = work / "ran.json"
@@ -305,9 +332,10 @@ def print_seed(result: dict) -> None:
         print(
             f"| {label} | {' | '.join(cells)} | {m['training_reward']['mean']:.3f} | {m['answers']['mean_words']:.0f} |"
         )
-    if "tao_minus_rft" in result:
-        d = result["tao_minus_rft"]["prompt_level"]
-        print(f"tao - rft, prompt level: {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]")
+    for name in DIFFERENCES:
+        if name in result:
+            d = result[name]["prompt_level"]
+            print(f"{name}, prompt level: {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]")
 
 
 def print_summary(report: dict) -> None:
