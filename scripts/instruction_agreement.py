@@ -13,7 +13,9 @@ The reward reads instructions from the prompt text (reward/instructions/); the y
    instruction is its check of the instruction it found with that id and those arguments (else with that id);
    an instruction it did not find counts as a disagreement. Prompt level: `rule:all_instructions` against IFEval's
    prompt-level strict (no instruction found counts as a disagreement); and `rule:instructions` against the
-   instruction-level share.
+   instruction-level share. Beside them, per type, how often the answers follow it by the official checker, and
+   in how many of the prompts carrying it at least one answer does: what exploration finds to learn from, when the
+   files are a run's candidates.
 3. Prompts without instructions (GSM8K, SVAMP, topical questions): the share in which the reward finds one.
 
 Writes JSON (default docs/results/instruction_agreement.json) and prints the per-type table.
@@ -98,7 +100,9 @@ def detection(items: list[dict]) -> dict:
 
 def verdicts(items: dict[str, dict], answers: list[dict]) -> dict:
     """Per type and prompt level, the reward's verdicts against the official ones."""
-    agree, total = Counter(), Counter()
+    agree, total, followed = Counter(), Counter(), Counter()
+    asked_in: dict[str, set] = defaultdict(set)
+    followed_in: dict[str, set] = defaultdict(set)
     confusion: dict[str, Counter] = defaultdict(Counter)
     prompt_agree = prompt_total = share_equal = 0
     share_gap = 0.0
@@ -114,6 +118,10 @@ def verdicts(items: dict[str, dict], answers: list[dict]) -> dict:
             mine = all(i.check(text) for i in same) if same else None
             total[ident] += 1
             agree[ident] += mine == passed
+            followed[ident] += passed
+            asked_in[ident].add(answer["prompt_id"])
+            if passed:
+                followed_in[ident].add(answer["prompt_id"])
             confusion[ident][f"reward {'missed' if mine is None else mine}, official {passed}"] += 1
         checks = [i.check(text) for i in found]
         prompt_total += 1
@@ -128,7 +136,13 @@ def verdicts(items: dict[str, dict], answers: list[dict]) -> dict:
         "instruction_share_equal": share_equal / prompt_total,
         "instruction_share_mean_gap": share_gap / prompt_total,
         "per_type": {
-            t: {"judgments": total[t], "agreement": agree[t] / total[t], "outcomes": dict(confusion[t])}
+            t: {
+                "judgments": total[t],
+                "agreement": agree[t] / total[t],
+                "followed": followed[t] / total[t],
+                "prompts_with_one_followed": len(followed_in[t]) / len(asked_in[t]),
+                "outcomes": dict(confusion[t]),
+            }
             for t in sorted(total, key=lambda t: -total[t])
         },
         "lowest_type_agreement": min(agree[t] / total[t] for t in total),
@@ -178,13 +192,13 @@ def main() -> None:
             f"{v['answers']} answers, {v['judgments']} judgments; prompt-level agreement "
             f"{v['prompt_level_agreement']:.1%}; lowest type {v['lowest_type_agreement']:.1%}"
         )
-        print("| instruction type | labelled | found | with arguments | judgments | agreement |")
-        print("|---|---|---|---|---|---|")
+        print("| instruction type | labelled | found | with arguments | judgments | agreement | followed | prompts |")
+        print("|---|---|---|---|---|---|---|---|")
         for t, row in v["per_type"].items():
             d = seen["per_type"][t]
             print(
                 f"| {t} | {d['labelled']} | {d['found']:.0%} | {d['with_arguments']:.0%} | {row['judgments']} | "
-                f"{row['agreement']:.1%} |"
+                f"{row['agreement']:.1%} | {row['followed']:.0%} | {row['prompts_with_one_followed']:.0%} |"
             )
     for name, row in result["no_instructions"].items():
         print(f"no instructions, {name}: {row['with_a_detection']} of {row['prompts']} prompts get a detection")
