@@ -28,7 +28,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-IFEVAL = ROOT.parent / "shared" / "data" / "ifeval" / "prompts.jsonl"
+
+from shared_data import IFEVAL  # noqa: E402
+
 SAMPLES = 4  # candidates per prompt in one call, as a strategy's share of a group
 NAMES = ("engine", "engine_with_adapter", "generate")
 

@@ -46,6 +46,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from shared_data import IFEVAL  # noqa: E402
+
 from reward.scorer import RewardSet  # noqa: E402
 from tao import evaluation  # noqa: E402
 from tao.commands.compare import held_out_items  # noqa: E402
@@ -56,7 +58,6 @@ from tao.run.pool import rank  # noqa: E402
 from tao.run.registry import finished_rounds  # noqa: E402
 
 PRESET = ROOT / "configs" / "small-model-checker.yaml"
-IFEVAL = ROOT.parent / "shared" / "data" / "ifeval" / "prompts.jsonl"
 ARMS = {
     "tao": [],
     # The baseline's own settings: fine-tuning on the chosen answers at LoRA's usual rate for a model this size

@@ -32,11 +32,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from shared_data import DATA  # noqa: E402
+
 from reward import ifeval  # noqa: E402
 from reward.instructions import Instruction, detect  # noqa: E402
 from tao.core.types import Message, Prompt  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data"
 # Topical prompts that mention instruction words without asking for them.
 TOPICAL = [
     "How do I convert a string to lowercase in Python?",
