@@ -177,15 +177,11 @@ class RewardSet:
             s.name: s.endpoint.usage.as_dict() for s, _ in self.weighted if isinstance(s, JudgeScorer) and s.endpoint
         }
 
-    @property
-    def repairs(self) -> bool:
-        """Whether :meth:`repair` can change an answer: an instruction rule is among the scorers."""
-        return any(s.name in REPAIRING_SCORERS for s, _ in self.weighted)
-
     def repair(self, prompt: Prompt, text: str) -> str:
         """``text`` with the mechanical fixes of the prompt's instructions (reward/instructions/repair.py) where an
         instruction rule scores; else unchanged. What the ``repair`` exploration strategy offers."""
-        return repair.repair(prompt, text) if self.repairs else text
+        repairs = any(s.name in REPAIRING_SCORERS for s, _ in self.weighted)
+        return repair.repair(prompt, text) if repairs else text
 
     def totals(self, prompts: Sequence[Prompt], candidates: Sequence[Candidate]) -> list[float | None]:
         """The weighted totals alone (what best-of-N exploration ranks by)."""
