@@ -20,7 +20,9 @@ one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,9 +52,23 @@ def _punkt() -> str:
 PUNKT = _punkt()
 
 
+@contextmanager
+def _fixed_random() -> Iterator[None]:
+    """Python's random module seeded for the duration, its state restored after: IFEval's checkers draw a random
+    value for an argument they cannot use (a letter count's "letter" of "!" becomes a random letter), which made the
+    same answer's verdict change from one call to the next."""
+    state = random.getstate()
+    random.seed(0)
+    try:
+        yield
+    finally:
+        random.setstate(state)
+
+
 def follows(instruction_id: str, kwargs: Mapping[str, Any], answer: str, prompt: str) -> bool:
     """Whether ``answer`` follows one instruction, by IFEval's strict evaluation."""
-    results, _ = evaluate_instructions(answer, [instruction_id], [dict(kwargs)], prompt, INSTRUCTION_DICT)
+    with _fixed_random():
+        results, _ = evaluate_instructions(answer, [instruction_id], [dict(kwargs)], prompt, INSTRUCTION_DICT)
     return bool(results) and results[0].strict_pass
 
 

@@ -147,3 +147,10 @@ def test_the_reward_repairs_only_with_an_instruction_rule_among_its_scorers():
     prompt = Prompt("p", (Message("user", "Describe rain. Your entire response should be in all lowercase letters."),))
     assert RewardSet(["rule:finished", "rule:all_instructions=2"]).repair(prompt, "Rain Falls") == "rain falls"
     assert RewardSet(["rule:finished"]).repair(prompt, "Rain Falls") == "Rain Falls"
+
+
+def test_a_verdict_is_the_same_on_every_call_where_ifeval_would_draw_at_random():
+    # IFEval's letter count replaces a "letter" that is not one ("!", as item 1129 has) by a random letter.
+    args = {"let_relation": "at least", "letter": "!", "let_frequency": 6}
+    verdicts = {ifeval.follows("keywords:letter_frequency", args, "aaaaaaaa bbbbbbb!", "") for _ in range(200)}
+    assert len(verdicts) == 1
