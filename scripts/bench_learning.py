@@ -76,8 +76,9 @@ def items_file(work: Path, validation_of: int | None) -> Path:
     rows = [json.loads(line) for line in IFEVAL.read_text(encoding="utf-8").splitlines() if line.strip()]
     if validation_of is not None:
         held = round(load_config(PRESET).data.holdout * len(rows))
-        ranked = sorted(rows, key=lambda r: rank(validation_of, "holdout", str(r["key"])))
-        rows = [r for r in rows if r not in ranked[:held]]
+        ranked = sorted((str(r["key"]) for r in rows), key=lambda key: rank(validation_of, "holdout", key))
+        held_out = set(ranked[:held])
+        rows = [r for r in rows if str(r["key"]) not in held_out]
     keep = ("prompt", "instruction_id_list", "kwargs")
     path.write_text("".join(json.dumps({"id": str(r["key"]), **{k: r[k] for k in keep}}) + "\n" for r in rows))
     return path
