@@ -1,12 +1,10 @@
 """The transformers engine's decode loop: a KV cache filled in place, grouped-query attention read without copies,
-finished answers leaving the batch, sampling without a draw per vocabulary entry, and on a CPU the linear layers'
-weights prepacked for oneDNN.
+finished answers leaving the batch, sampling without a draw per vocabulary entry.
 
 Written by hand because ``generate`` does none of these on a CPU: its cache concatenates the whole past every step,
 its SDPA path copies each key and value head once per query head when the batch is padded, it decodes finished
-rows to the end, ``multinomial`` draws one random number per vocabulary entry (49k at the default model), and
-torch's ``linear`` multiplies by the weight as stored. Its static cache with ``torch.compile`` was slower still here
-(docs/BENCHMARKS.md, "Exploration speed").
+rows to the end, and ``multinomial`` draws one random number per vocabulary entry (49k at the default model). Its
+static cache with ``torch.compile`` was slower still here (docs/BENCHMARKS.md, "Exploration speed").
 
 The tokens come from the same model, the same logits and the same distribution as ``generate`` (temperature, then
 top-p); each sampled token's log-probability under that distribution is recorded.
@@ -14,15 +12,12 @@ top-p); each sampled token's log-probability under that distribution is recorded
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import torch
-from peft.tuners.lora.layer import Linear as LoraLinear
 from transformers import AttentionInterface
 from transformers.cache_utils import Cache, DynamicLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -102,79 +97,6 @@ class Decoded:
     logprobs: list[float] | None
 
 
-def _packed_linear(weight: Any, bias: Any, x: Any) -> Any:
-    out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), weight, bias, "none", [], "")
-    return out.view(*x.shape[:-1], out.shape[-1])
-
-
-def _packed_lora(base: Any, bias: Any, adapters: list[tuple[Any, Any, float]], x: Any) -> Any:
-    """A LoRA layer's forward as peft computes it in eval mode (its base, plus each adapter's ``B A x`` times its
-    scaling), on packed weights and without peft's per-call bookkeeping."""
-    result = _packed_linear(base, bias, x)
-    for a, b, scaling in adapters:
-        result = result + _packed_linear(b, None, _packed_linear(a, None, x)) * scaling
-    return result
-
-
-def _plain(layer: Any) -> bool:
-    return type(layer) is torch.nn.Linear and layer.weight.device.type == "cpu" and layer.weight.dtype == torch.float32
-
-
-def _plain_lora(layer: Any) -> bool:
-    """A LoRA layer in eval mode whose output is its base's plus each active adapter's ``B A x`` scaled."""
-    if not isinstance(layer, LoraLinear) or layer.training or layer.disable_adapters or layer.merged:
-        return False
-    parts = [layer.base_layer] + [m[a] for a in layer.active_adapters for m in (layer.lora_A, layer.lora_B)]
-    plain_adapters = all(a in layer.lora_A and a not in layer.lora_variant for a in layer.active_adapters)
-    return plain_adapters and all(_plain(m) for m in parts) and all(m.bias is None for m in parts[1:])
-
-
-def _pack(layer: Any) -> Any:
-    return torch.ops.mkldnn._reorder_linear_weight(layer.weight)
-
-
-def _packed_forwards(model: Any) -> Iterator[tuple[Any, Any]]:
-    """Each layer whose forward is replaced, and its replacement: a plain LoRA layer as a whole (its parts not
-    visited), any other float32 ``nn.Linear`` alone."""
-    inside: set[int] = set()
-    for layer in model.modules():
-        if id(layer) in inside:
-            continue
-        if _plain_lora(layer):
-            inside |= {id(m) for m in layer.modules()}
-            active = layer.active_adapters
-            adapters = [(_pack(layer.lora_A[a]), _pack(layer.lora_B[a]), layer.scaling[a]) for a in active]
-            yield layer, partial(_packed_lora, _pack(layer.base_layer), layer.base_layer.bias, adapters)
-        elif _plain(layer):
-            yield layer, partial(_packed_linear, _pack(layer), layer.bias)
-
-
-@contextmanager
-def packed_linears(model: Any) -> Iterator[None]:
-    """On a CPU, the model's float32 linear layers multiply with their weights reordered once into oneDNN's blocked
-    layout (torch.compile's CPU backend does the same), and LoRA layers run as plain arithmetic, for the duration:
-    the same sums as ``linear`` and peft's, to float rounding. Skipped when the copy would take more than half the
-    memory available; elsewhere (a GPU, 4-bit layers) nothing changes.
-
-    An adapter's ``B A`` added into its base's copy would spare its two small products a token, but moves the
-    log-probabilities further from the trained model's own than the engine's 1e-4 allows."""
-    size = sum(m.weight.numel() * 4 for m in model.modules() if _plain(m))
-    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 0
-    if not size or not torch.backends.mkldnn.is_available() or size * 2 > available:
-        yield
-        return
-    patched = []
-    with torch.no_grad():
-        for layer, forward in _packed_forwards(model):
-            layer.forward = forward
-            patched.append(layer)
-    try:
-        yield
-    finally:
-        for layer in patched:
-            del layer.forward
-
-
 @contextmanager
 def grouped_attention_on(model: Any) -> Iterator[None]:
     """The model attends with :func:`grouped_attention` for the duration (the update trains it with its own)."""
@@ -252,7 +174,7 @@ def decode(
     generator = torch.Generator(device).manual_seed(seed)
     stop = set(stop_ids)
     answers = [Decoded([], None if sampling.temperature == 0 else []) for _ in range(len(prompt_ids) * n)]
-    with grouped_attention_on(model), packed_linears(model), torch.inference_mode():
+    with grouped_attention_on(model), torch.inference_mode():
         prefill = model(
             input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, logits_to_keep=1
         )

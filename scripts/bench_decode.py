@@ -4,12 +4,10 @@ loop), all in one run.
 
 For each thread count and batch size (sequences decoded together), the ceiling: torch multiplies a batch of rows
 by each linear weight shape of the model, weighted as one decode step has them (the weight stays in cache: the
-rate the core reaches on that arithmetic), with ``linear`` on the weight as stored and with the oneDNN kernel on
-the weight prepacked, as the engine multiplies on a CPU. Then the engine (plain, and with a fresh LoRA adapter
-attached, as rounds after the first run it), the engine with its weights unpacked (as before it packed them) and
-``generate`` answer the same IFEval prompts, 4 samples each, with the preset's answer budget and temperature.
-Achieved GFLOP/s = generated tokens x 2 x (linear weights a token passes through) / seconds: the prompt's prefill
-and attention count nothing.
+rate the core reaches on that arithmetic). Then the engine (plain, and with a fresh LoRA adapter attached, as
+rounds after the first run it) and ``generate`` answer the same IFEval prompts, 4 samples each, with the preset's
+answer budget and temperature. Achieved GFLOP/s = generated tokens x 2 x (linear weights a token passes through)
+/ seconds: the prompt's prefill and attention count nothing.
 
     python scripts/bench_decode.py [--config configs/small-model-checker.yaml] [--threads 1,2]
                                    [--batch-sizes 16,32,64] [--out FILE]
@@ -26,8 +24,6 @@ import platform
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
-from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from shared_data import IFEVAL  # noqa: E402
 
 SAMPLES = 4  # candidates per prompt in one call, as a strategy's share of a group
-NAMES = ("engine", "engine_with_adapter", "engine_unpacked", "generate")
+NAMES = ("engine", "engine_with_adapter", "generate")
 
 
 def linear_shapes(model) -> list[tuple[int, int]]:
@@ -46,24 +42,18 @@ def linear_shapes(model) -> list[tuple[int, int]]:
     return [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)]
 
 
-def matmul_rate(shapes: list[tuple[int, int]], rows: int, packed: bool, seconds: float = 0.3) -> float:
-    """GFLOP/s of torch's linear at ``rows`` x each (in, out) shape, weighted as one decode step has them; with
-    ``packed``, of the oneDNN kernel on the weight prepacked as the engine multiplies on a CPU."""
+def matmul_rate(shapes: list[tuple[int, int]], rows: int, seconds: float = 0.3) -> float:
+    """GFLOP/s of torch's linear at ``rows`` x each (in, out) shape, weighted as one decode step has them."""
     import torch
 
     total_flops = total_time = 0.0
     for fan_in, fan_out in sorted(set(shapes)):
         count = shapes.count((fan_in, fan_out))
         x, w = torch.randn(rows, fan_in), torch.randn(fan_out, fan_in)
-        if packed:
-            w = torch.ops.mkldnn._reorder_linear_weight(w)
-            multiply = partial(torch.ops.mkldnn._linear_pointwise, x, w, None, "none", [], "")
-        else:
-            multiply = partial(torch.nn.functional.linear, x, w)
-        multiply()
+        torch.nn.functional.linear(x, w)
         calls, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds:
-            multiply()
+            torch.nn.functional.linear(x, w)
             calls += 1
         total_time += (time.perf_counter() - started) / calls * count
         total_flops += 2 * rows * fan_in * fan_out * count
@@ -112,17 +102,6 @@ def engine_answers(engine, prompts, sampling, adapter) -> list[tuple[int, ...]]:
     return [c.token_ids for c in engine.generate(prompts, sampling, adapter)]
 
 
-def unpacked_answers(engine, prompts, sampling) -> list[tuple[int, ...]]:
-    """The engine with its linear layers on the weights as stored: the decode loop before it packed them."""
-    from rollouts import decoding
-
-    packing, decoding.packed_linears = decoding.packed_linears, lambda model: nullcontext()
-    try:
-        return engine_answers(engine, prompts, sampling, None)
-    finally:
-        decoding.packed_linears = packing
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "configs/small-model-checker.yaml"))
@@ -162,31 +141,23 @@ def main() -> None:
             engine = TransformersEngine(policy, batch, console)
             asked = prompts[: batch // SAMPLES]
             engine.generate(asked[:1], sampling, None)  # warm-up
-            rate, packed_rate = matmul_rate(shapes, batch, packed=False), matmul_rate(shapes, batch, packed=True)
+            rate = matmul_rate(shapes, batch)
             cell: dict = {
                 "threads": threads,
                 "batch_size": batch,
                 "matmul_gflops": round(rate, 1),
-                "packed_matmul_gflops": round(packed_rate, 1),
                 "engine": timed(engine_answers, engine, asked, sampling, None),
                 "engine_with_adapter": timed(engine_answers, engine, asked, sampling, adapter),
-                "engine_unpacked": timed(unpacked_answers, engine, asked, sampling),
                 "generate": timed(generate_baseline, engine, asked, sampling),
             }
             for name in NAMES:
                 gflops = cell[name]["tokens_per_s"] * flops_per_token / 1e9
-                cell[name] |= {
-                    "gflops": round(gflops, 1),
-                    "share_of_matmul": round(gflops / rate, 3),
-                    "share_of_packed_matmul": round(gflops / packed_rate, 3),
-                }
-            for name in ("engine_unpacked", "generate"):
-                cell[f"engine_over_{name}"] = round(cell["engine"]["gflops"] / cell[name]["gflops"], 2)
+                cell[name] |= {"gflops": round(gflops, 1), "share_of_matmul": round(gflops / rate, 3)}
+            cell["engine_over_generate"] = round(cell["engine"]["gflops"] / cell["generate"]["gflops"], 2)
             cells.append(cell)
             print(
-                f"threads {threads} batch {batch:>3}: matmul {rate:6.1f}, packed {packed_rate:6.1f} GFLOP/s; "
+                f"threads {threads} batch {batch:>3}: matmul {rate:6.1f} GFLOP/s; "
                 + "; ".join(f"{n} {cell[n]['tokens_per_s']} tok/s {cell[n]['share_of_matmul']:.0%}" for n in NAMES)
-                + f"; engine/unpacked {cell['engine_over_engine_unpacked']:.2f}x"
                 + f"; engine/generate {cell['engine_over_generate']:.2f}x",
                 flush=True,
             )

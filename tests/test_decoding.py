@@ -9,8 +9,7 @@ import torch
 from transformers import GenerationConfig
 from transformers.generation.logits_process import TopPLogitsWarper
 
-from rollouts import decoding
-from rollouts.decoding import GrowingLayer, choose, decode, packed_linears
+from rollouts.decoding import GrowingLayer, choose, decode
 from rollouts.transformers_engine import TransformersEngine
 from tao.core.config import LoraConfig, ModelConfig
 from tao.core.console import Console
@@ -88,36 +87,6 @@ def test_greedy_answers_are_token_identical_to_generate(peaked_model, adapter):
     assert ours == expected
     lengths = {len(a) for a in expected}
     assert len(lengths) > 1 and len({tuple(a) for a in expected}) > 1  # rows end at different steps, and differ
-
-
-@pytest.mark.parametrize("adapter", [False, True])
-def test_packed_linears_multiply_as_linear_and_come_undone(peaked_model, adapter):
-    from peft.tuners.lora.layer import Linear as LoraLinear
-
-    engine = engine_for(peaked_model)
-    ids = torch.tensor([engine.prompt_token_ids(p) for p in prompts(1)])
-    with engine.policy.attached(None) as model:
-        model = with_trained_adapter(model) if adapter else model
-        lora = [m for m in model.modules() if isinstance(m, LoraLinear)]
-        inside = {id(m) for layer in lora for m in layer.modules()}
-        layers = lora + [m for m in model.modules() if type(m) is torch.nn.Linear and id(m) not in inside]
-        with torch.inference_mode():
-            expected = model(input_ids=ids).logits
-            with packed_linears(model):
-                packed = [m for m in model.modules() if "forward" in vars(m)]
-                ours = model(input_ids=ids).logits
-        after = [m for m in model.modules() if "forward" in vars(m)]
-        if adapter:
-            model.unload()
-    assert len(lora) == (14 if adapter else 0) and after == []  # 2 layers of 7 adapted; the head is not
-    assert {id(m) for m in packed} == {id(m) for m in layers}  # a LoRA layer replaced whole, its parts not
-    assert torch.allclose(ours, expected, atol=1e-5, rtol=0)
-
-
-def test_packed_linears_leave_the_model_alone_without_memory_for_the_copy(peaked_model, monkeypatch):
-    monkeypatch.setattr(decoding.os, "sysconf", lambda name: 1)  # one page of one byte available
-    with engine_for(peaked_model).policy.attached(None) as model, packed_linears(model):
-        assert not [m for m in model.modules() if "forward" in vars(m)]
 
 
 def full_forward_logprobs(model, prompt_ids, answer, temperature, top_p):
