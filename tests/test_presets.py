@@ -229,3 +229,30 @@ def test_the_small_model_preset_loads_with_its_guides(monkeypatch):
     monkeypatch.chdir(ROOT)  # the guide file's path is relative to where tao runs
     loaded = load_strategies(small.rollout.strategies, small.rollout.num_candidates)
     assert [len(s.guides) for s in loaded] == [0, 0, 2, 0]
+
+
+def test_the_learning_benchmarks_validation_split_leaves_out_what_the_seeds_run_holds_out(tmp_path, monkeypatch):
+    """`bench_learning.py --validation` re-derives the pool's hold-out rule: its file must be the full file less
+    exactly the prompts a run on the full file with that seed holds out, or validation would see held-out prompts."""
+    from tao.run.pool import Pool
+
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))  # as when the script runs: its siblings import
+    spec = importlib.util.spec_from_file_location("bench_learning", ROOT / "scripts" / "bench_learning.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    full = tmp_path / "ifeval.jsonl"
+    rows = [{"key": 1000 + 7 * i, "prompt": f"p{i}", "instruction_id_list": [], "kwargs": []} for i in range(97)]
+    full.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(bench, "IFEVAL", full)
+    work = tmp_path / "work"
+    work.mkdir()
+    everything = bench.items_file(work, validation_of=None).read_text()
+    (tmp_path / "all.jsonl").write_text(everything)
+    validation = {json.loads(line)["id"] for line in bench.items_file(work, validation_of=5).read_text().splitlines()}
+
+    pool = Pool(tmp_path / "pool.sqlite")
+    with pool.ingest(tmp_path / "all.jsonl", load_config(bench.PRESET).data.holdout, seed=5):
+        pass
+    held_out = {p.id for p in pool.eval_prompts(-1, lambda p: True)}
+    pool.close()
+    assert len(held_out) == 19 and validation == {str(r["key"]) for r in rows} - held_out
