@@ -60,9 +60,7 @@ from tao.run.registry import finished_rounds  # noqa: E402
 PRESET = ROOT / "configs" / "small-model-checker.yaml"
 ARMS = {
     "tao": [],
-    # The baseline's own settings: fine-tuning on the chosen answers at LoRA's usual rate for a model this size
-    # (2e-4, as QLoRA's small models), one pass a round; not tuned further.
-    "rft": ["update.method=rft", "sft.learning_rate=2e-4"],
+    "rft": ["update.method=rft"],  # the preset's sft section sets the baseline's rate
     "candidate": [],  # a setting under trial: --candidate's overrides
 }
 DIFFERENCES = {"tao_minus_rft": ("tao", "rft"), "candidate_minus_tao": ("candidate", "tao")}
