@@ -87,6 +87,16 @@ def answer_part(text: str) -> str:
     return "" if _THINK_START.match(text) else text
 
 
+def _split_thinking(text: str) -> tuple[str, str]:
+    """(the thinking block with the space after it, the answer): ``("", text)`` without a block, ``(text, "")``
+    while it is unfinished."""
+    closed = _THINK_END.search(text)
+    if closed:
+        answer = text[closed.end() :].lstrip()
+        return text[: len(text) - len(answer)], answer
+    return (text, "") if _THINK_START.match(text) else ("", text)
+
+
 class RewardSet:
     """Several scorers with weights, scoring candidates into :class:`Score`\\ s. With ``thinking="strip"`` (the
     default) the scorers see only the answer after a thinking block (:func:`answer_part`); ``"score"`` gives them
@@ -179,9 +189,14 @@ class RewardSet:
 
     def repair(self, prompt: Prompt, text: str) -> str:
         """``text`` with the mechanical fixes of the prompt's instructions (reward/instructions/repair.py) where an
-        instruction rule scores; else unchanged. What the ``repair`` exploration strategy offers."""
-        repairs = any(s.name in REPAIRING_SCORERS for s, _ in self.weighted)
-        return repair.repair(prompt, text) if repairs else text
+        instruction rule scores; else unchanged. What the ``repair`` exploration strategy offers. With thinking
+        stripped, only the answer after the thinking block is fixed, as only it is scored."""
+        if not any(s.name in REPAIRING_SCORERS for s, _ in self.weighted):
+            return text
+        thinking, answer = _split_thinking(text) if self.thinking == "strip" else ("", text)
+        if thinking and not answer:  # no answer after the thinking yet: nothing to fix
+            return text
+        return thinking + repair.repair(prompt, answer)
 
     def totals(self, prompts: Sequence[Prompt], candidates: Sequence[Candidate]) -> list[float | None]:
         """The weighted totals alone (what best-of-N exploration ranks by)."""

@@ -149,6 +149,17 @@ def test_the_reward_repairs_only_with_an_instruction_rule_among_its_scorers():
     assert RewardSet(["rule:finished"]).repair(prompt, "Rain Falls") == "Rain Falls"
 
 
+def test_the_reward_repairs_a_reasoning_models_answer_not_its_thinking():
+    from reward.scorer import RewardSet
+
+    prompt = Prompt("p", (Message("user", "Describe rain. Your entire response should be in all lowercase letters."),))
+    rewards = RewardSet(["rule:instructions"])
+    thought = "<think>\nThe User Wants Rain.\n</think>\n\nRain Falls"
+    assert rewards.repair(prompt, thought) == "<think>\nThe User Wants Rain.\n</think>\n\nrain falls"
+    assert rewards.repair(prompt, "<think>Still Thinking") == "<think>Still Thinking"  # no answer yet: nothing to fix
+    assert RewardSet(["rule:instructions"], thinking="score").repair(prompt, thought) == thought.lower()
+
+
 def test_a_verdict_is_the_same_on_every_call_where_ifeval_would_draw_at_random():
     # IFEval's letter count replaces a "letter" that is not one ("!", as item 1129 has) by a random letter.
     args = {"let_relation": "at least", "letter": "!", "let_frequency": 6}
