@@ -80,11 +80,9 @@ def build_scorer(
 
 def answer_part(text: str) -> str:
     """What a reasoning model answered after its thinking: the text after the first ``</think>`` (or
-    ``</thinking>``), as IFEval's checker reads it; an unfinished thinking block leaves no answer."""
-    closed = _THINK_END.search(text)
-    if closed:
-        return text[closed.end() :].strip()
-    return "" if _THINK_START.match(text) else text
+    ``</thinking>``), stripped, as IFEval's checker reads it; an unfinished thinking block leaves no answer."""
+    thinking, answer = _split_thinking(text)
+    return answer.rstrip() if thinking else answer
 
 
 def _split_thinking(text: str) -> tuple[str, str]:
