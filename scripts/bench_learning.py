@@ -54,7 +54,7 @@ from tao.commands.compare import held_out_items  # noqa: E402
 from tao.core.config_file import load_config  # noqa: E402
 from tao.core.types import Answer, Message, Prompt  # noqa: E402
 from tao.run.paths import RunPaths  # noqa: E402
-from tao.run.pool import rank  # noqa: E402
+from tao.run.pool import Pool  # noqa: E402
 from tao.run.registry import finished_rounds  # noqa: E402
 
 PRESET = ROOT / "configs" / "small-model-checker.yaml"
@@ -69,17 +69,28 @@ RESAMPLES = 10_000
 
 def items_file(work: Path, validation_of: int | None) -> Path:
     """All IFEval prompts as a prompts file: the text, with IFEval's labels as metadata. With ``validation_of``,
-    without the prompts that seed's runs hold out (the lowest by the pool's seeded rank, as tao/run/pool.py)."""
+    without the prompts a run on the whole file with that seed holds out."""
     path = work / "ifeval.jsonl"
     rows = [json.loads(line) for line in IFEVAL.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if validation_of is not None:
-        held = round(load_config(PRESET).data.holdout * len(rows))
-        ranked = sorted((str(r["key"]) for r in rows), key=lambda key: rank(validation_of, "holdout", key))
-        held_out = set(ranked[:held])
-        rows = [r for r in rows if str(r["key"]) not in held_out]
     keep = ("prompt", "instruction_id_list", "kwargs")
-    path.write_text("".join(json.dumps({"id": str(r["key"]), **{k: r[k] for k in keep}}) + "\n" for r in rows))
+    lines = {str(r["key"]): json.dumps({"id": str(r["key"]), **{k: r[k] for k in keep}}) + "\n" for r in rows}
+    path.write_text("".join(lines.values()))
+    if validation_of is not None:
+        held_out = held_out_ids(path, validation_of)
+        path.write_text("".join(line for key, line in lines.items() if key not in held_out))
     return path
+
+
+def held_out_ids(path: Path, seed: int) -> set[str]:
+    """The prompt ids a run on ``path`` with ``seed`` holds out, as its pool assigns them (a scratch pool, never
+    settled into a run, removed on close)."""
+    pool = Pool(path.parent / "holdout" / "pool.sqlite")
+    try:
+        with pool.ingest(path, load_config(PRESET).data.holdout, seed):
+            pass
+        return {p.id for p in pool.eval_prompts(-1, lambda p: True)}
+    finally:
+        pool.close()
 
 
 def arm_command(arm: str, args: argparse.Namespace, work: Path) -> list[str]:

@@ -232,8 +232,8 @@ def test_the_small_model_preset_loads_with_its_guides(monkeypatch):
 
 
 def test_the_learning_benchmarks_validation_split_leaves_out_what_the_seeds_run_holds_out(tmp_path, monkeypatch):
-    """`bench_learning.py --validation` re-derives the pool's hold-out rule: its file must be the full file less
-    exactly the prompts a run on the full file with that seed holds out, or validation would see held-out prompts."""
+    """`bench_learning.py --validation` writes the full file less exactly the prompts a run on the full file with
+    that seed holds out, or validation would see held-out prompts."""
     from tao.run.pool import Pool
 
     monkeypatch.syspath_prepend(str(ROOT / "scripts"))  # as when the script runs: its siblings import
