@@ -402,3 +402,45 @@ def test_a_resumed_update_takes_the_newest_whole_checkpoint_and_removes_partial_
             (scratch / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
     assert last_complete_checkpoint(scratch) == str(scratch / "checkpoint-10")
     assert sorted(p.name for p in scratch.iterdir()) == ["checkpoint-10"]
+
+
+@pytest.mark.parametrize("method", ["grpo", "rft"])
+def test_the_lm_head_scores_only_the_completion_tokens_and_trains_the_same(policy, tmp_path, monkeypatch, method):
+    """Off GPUs trl projects every position through the LM head (prompt and padding too); tao has it project only
+    the labelled ones: fewer rows, and the same trained adapter."""
+    import contextlib
+
+    import trl.trainer.utils
+
+    import tao.update.rft
+    from tao.update.rft import rft_update
+
+    groups = make_groups(policy, [[0.0, 1.0, 0.0, 1.0], [0.2, 0.2, 0.9, 0.1]])
+    update = grpo_update if method == "grpo" else rft_update
+    config = replace(CONFIG, update={"method": method, "beta": 0.0}, sft={"batch_size": 2, "learning_rate": 1e-3})
+    real = trl.trainer.utils._ChunkedLogProbFunction.apply
+    rows: list[int] = []
+
+    def counting(hidden, *args):
+        rows.append(hidden.shape[0])
+        return real(hidden, *args)
+
+    monkeypatch.setattr(trl.trainer.utils._ChunkedLogProbFunction, "apply", counting)
+    trained, projected = {}, {}
+    for compact in (True, False):
+        if not compact:  # trl's own choice on a CPU
+            monkeypatch.setattr(tao.update.grpo, "completion_tokens_only", contextlib.nullcontext)
+            monkeypatch.setattr(tao.update.rft, "completion_tokens_only", contextlib.nullcontext)
+        rows.clear()
+        with policy.attached(None, trainable=True, seed=0) as model:
+            update(model, policy.tokenizer, groups, config, tmp_path / f"s{compact}", Console(True))
+            trained[compact] = snapshot(model, lora=True)
+        projected[compact] = list(rows)
+    if method == "grpo":  # one group a micro-batch: exactly its completions' tokens, its prompt's not
+        assert projected[True] == [sum(map(len, g.completions)) for g in groups]
+        assert all(full > mine for full, mine in zip(projected[False], projected[True], strict=True))
+    else:  # one batch of the two best answers
+        assert projected[True] == [len(groups[0].completions[1]) + len(groups[1].completions[2])]
+        assert projected[False][0] > projected[True][0]
+    for name, weights in trained[True].items():
+        torch.testing.assert_close(weights, trained[False][name], atol=1e-6, rtol=1e-5)

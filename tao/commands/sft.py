@@ -26,6 +26,7 @@ from tao.core.storage import publish_dir, write_json
 from tao.core.types import Prompt
 from tao.run import registry, tracker
 from tao.update.grpo import lora_in_fp32_on_cpu, trainer_settings
+from tao.update.lm_head import completion_tokens_only
 
 
 def load_labeled(path: Path) -> tuple[str, list[tuple[Prompt, str]]]:
@@ -123,7 +124,8 @@ def _train(
     )
     lora_in_fp32_on_cpu(trainer.model)
     console.say(f"sft: {len(examples)} examples x {config.sft.epochs} epoch(s)")
-    trainer.train()
+    with completion_tokens_only():
+        trainer.train()
     shutil.rmtree(adapter, ignore_errors=True)
     trainer.model.save_pretrained(adapter)
     logs = [e for e in trainer.state.log_history if "loss" in e]

@@ -31,6 +31,7 @@ from tao.core.errors import InputError
 from tao.core.model import chat_token_ids
 from tao.core.storage import read_jsonl
 from tao.core.types import Prompt, Scored
+from tao.update.lm_head import completion_tokens_only
 from tao.update.optimizer import OPTIMIZER_FILE, carry_optimizer, save_optimizer
 
 
@@ -190,7 +191,8 @@ def grpo_update(
         # accumulate over the flywheel's rounds.
         trainer.model.delete_adapter("ref")
     resume = last_complete_checkpoint(scratch)  # left by an update that was killed
-    trainer.train(resume_from_checkpoint=resume)
+    with completion_tokens_only():
+        trainer.train(resume_from_checkpoint=resume)
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     stats.update(
         resumed_from_step=int(Path(resume).name.split("-")[-1]) if resume else 0,

@@ -19,6 +19,7 @@ from typing import Any
 from tao.core.config import Config
 from tao.core.console import Console
 from tao.update.grpo import Group, has_signal, lora_in_fp32_on_cpu, save_adapter, step_bar, trainer_settings
+from tao.update.lm_head import completion_tokens_only
 from tao.update.optimizer import OPTIMIZER_FILE, carry_optimizer, save_optimizer
 
 IGNORE = -100  # label of a token the loss leaves out (the prompt's)
@@ -82,7 +83,8 @@ def rft_update(
     trainer.add_callback(step_bar(console))
     carry = carry_optimizer(model, parent / OPTIMIZER_FILE if parent else None)
     trainer.add_callback(carry)
-    trainer.train()
+    with completion_tokens_only():
+        trainer.train()
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     stats.update(
         steps=trainer.state.global_step,

@@ -1,0 +1,33 @@
+"""trl's fused LM head, scoring only the completion tokens on every device.
+
+trl 1.16 computes the update's log-probabilities with a chunked LM head (``trl.kernels.ChunkedLogProbFunction``).
+On devices with Triton it projects only the positions that carry a label (the completion tokens); elsewhere it
+projects every position (prompt, completion and padding alike) so that tile shapes stay fixed for compilers that
+would recompile on each new shape. tao does not compile the update, so on a CPU that choice only costs time: the
+prompt and the padding are most of a group's positions, and the head over a 49k vocabulary is a third of a step.
+``completion_tokens_only`` makes trl take its own compact path there too. The log-probabilities are the same
+(the skipped positions are masked out either way); the figures are in docs/experiments/2026-12-07-update-speed.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+@contextmanager
+def completion_tokens_only() -> Iterator[None]:
+    """While open, trl's fused LM head scores only labelled positions on CPUs as well (trl's ``compact`` path)."""
+    import trl.trainer.utils as trl_utils
+
+    choice = trl_utils._use_triton  # decides trl's compact path, and nothing else in that module
+
+    def compact(device: Any) -> bool:
+        return device.type == "cpu" or choice(device)
+
+    trl_utils._use_triton = compact
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = choice
