@@ -4,9 +4,9 @@ trl 1.16 computes the update's log-probabilities with a chunked LM head (``trl.k
 On devices with Triton it projects only the positions that carry a label (the completion tokens); elsewhere it
 projects every position (prompt, completion and padding alike) so that tile shapes stay fixed for compilers that
 would recompile on each new shape. tao does not compile the update, so on a CPU that choice only costs time: the
-prompt and the padding are most of a group's positions, and the head over a 49k vocabulary is a third of a step.
+prompt and the padding are much of a group's positions, and the head projects each onto the whole vocabulary.
 ``completion_tokens_only`` makes trl take its own compact path there too. The log-probabilities are the same
-(the skipped positions are masked out either way); the figures are in docs/experiments/2026-12-07-update-speed.md.
+(the skipped positions are masked out either way); what it saves: docs/BENCHMARKS.md, "The update's LM head".
 """
 
 from __future__ import annotations
