@@ -235,13 +235,17 @@ def _repaired(
 def _guided(
     strategy: Strategy, engine: Engine, prompts: Sequence[Prompt], s: Sampling, adapter: Path | None
 ) -> tuple[list[Candidate], int]:
+    """Candidates take the variants in turn. Variants with as many candidates each are asked in one engine call:
+    one batch of all their prompts decodes faster than a small batch per variant."""
+    counts = [len(range(v, s.n, len(strategy.guides))) for v in range(len(strategy.guides))]
     out = []
-    for v, guide in enumerate(strategy.guides):
-        count = len(range(v, s.n, len(strategy.guides)))  # candidates take the variants in turn
-        if count:
-            asked = [with_system(p, guide, f"guide{v + 1}") for p in prompts]
-            step = _generate_as(engine, asked, prompts, replace(s, n=count, seed=s.seed + v), adapter)
-            out += [replace(c, context=f"guide {v + 1}: {guide[:80]}") for c in step]
+    for count in sorted(set(counts) - {0}, reverse=True):
+        variants = [v for v, c in enumerate(counts) if c == count]
+        asked = [with_system(p, strategy.guides[v], f"guide{v + 1}") for v in variants for p in prompts]
+        plain = [p for _ in variants for p in prompts]
+        step = _generate_as(engine, asked, plain, replace(s, n=count, seed=s.seed + variants[0]), adapter)
+        for v, c in zip([v for v in variants for _ in range(len(prompts) * count)], step, strict=True):
+            out.append(replace(c, context=f"guide {v + 1}: {strategy.guides[v][:80]}"))
     return out, _tokens(out)
 
 

@@ -156,6 +156,31 @@ def test_best_of_keeps_exactly_the_top_k_by_score(engine):
         assert kept == pool[:3]
 
 
+@pytest.mark.parametrize(("n", "calls"), [(2, [(6, 1)]), (3, [(3, 2), (3, 1)])])
+def test_guide_variants_with_as_many_candidates_share_one_engine_call(engine, tmp_path, n, calls):
+    """Two variants, one candidate each: one call of both variants' prompts, not a small call per variant."""
+    guide = tmp_path / "guides.txt"
+    guide.write_text("Answer in lowercase.\n---\nAnswer in one sentence.\n")
+    asked = []
+
+    class Counting:
+        tokenizer = engine.tokenizer
+
+        def generate(self, ps, sampling, adapter):
+            asked.append((len(ps), sampling.n))
+            return engine.generate(ps, sampling, adapter)
+
+    out, spent = strategies.explore(
+        Counting(), prompts(), load_strategies([f"guide:{guide}"], n), Sampling(n, 1.0, 1.0, 6, 0), None, by_length
+    )
+    assert asked == calls
+    assert [(c.prompt_id, c.index) for c in out] == [(f"q{i}", j) for i in range(3) for j in range(n)]
+    for i in range(3):  # each prompt's candidates take the variants in turn, and say which
+        mine = [c.context[: len("guide 1")] for c in out if c.prompt_id == f"q{i}"]
+        assert sorted(mine) == sorted(f"guide {v % 2 + 1}" for v in range(n))
+    assert spent[f"guide:{guide}"]["tokens"] == sum(len(c.token_ids) for c in out)
+
+
 def test_think_keeps_the_final_answer_only(engine):
     eos = engine.tokenizer.eos_token_id
     c = Candidate("q", 0, "the rules: lowercase.\nFinal answer: hello world", (5, 6, 7, eos), True, "think")
