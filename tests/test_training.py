@@ -404,13 +404,27 @@ def test_a_resumed_update_takes_the_newest_whole_checkpoint_and_removes_partial_
     assert sorted(p.name for p in scratch.iterdir()) == ["checkpoint-10"]
 
 
+@pytest.fixture
+def rows(monkeypatch):
+    """The rows each call of trl's fused LM head projects, appended as the update runs."""
+    import trl.trainer.utils
+
+    real = trl.trainer.utils._ChunkedLogProbFunction.apply
+    seen: list[int] = []
+
+    def counting(hidden, *args):
+        seen.append(hidden.shape[0])
+        return real(hidden, *args)
+
+    monkeypatch.setattr(trl.trainer.utils._ChunkedLogProbFunction, "apply", counting)
+    return seen
+
+
 @pytest.mark.parametrize("method", ["grpo", "rft"])
-def test_the_lm_head_scores_only_the_completion_tokens_and_trains_the_same(policy, tmp_path, monkeypatch, method):
+def test_the_lm_head_scores_only_the_completion_tokens_and_trains_the_same(policy, tmp_path, monkeypatch, method, rows):
     """Off GPUs trl projects every position through the LM head (prompt and padding too); tao has it project only
     the labelled ones: fewer rows, and the same trained adapter."""
     import contextlib
-
-    import trl.trainer.utils
 
     import tao.update.rft
     from tao.update.rft import rft_update
@@ -418,14 +432,6 @@ def test_the_lm_head_scores_only_the_completion_tokens_and_trains_the_same(polic
     groups = make_groups(policy, [[0.0, 1.0, 0.0, 1.0], [0.2, 0.2, 0.9, 0.1]])
     update = grpo_update if method == "grpo" else rft_update
     config = replace(CONFIG, update={"method": method, "beta": 0.0}, sft={"batch_size": 2, "learning_rate": 1e-3})
-    real = trl.trainer.utils._ChunkedLogProbFunction.apply
-    rows: list[int] = []
-
-    def counting(hidden, *args):
-        rows.append(hidden.shape[0])
-        return real(hidden, *args)
-
-    monkeypatch.setattr(trl.trainer.utils._ChunkedLogProbFunction, "apply", counting)
     trained, projected = {}, {}
     for compact in (True, False):
         if not compact:  # trl's own choice on a CPU
@@ -442,5 +448,37 @@ def test_the_lm_head_scores_only_the_completion_tokens_and_trains_the_same(polic
     else:  # one batch of the two best answers
         assert projected[True] == [len(groups[0].completions[1]) + len(groups[1].completions[2])]
         assert projected[False][0] > projected[True][0]
+    for name, weights in trained[True].items():
+        torch.testing.assert_close(weights, trained[False][name], atol=1e-6, rtol=1e-5)
+
+
+def test_tao_sft_projects_only_the_answer_tokens_and_trains_the_same(tiny_model, tmp_path, monkeypatch, rows):
+    """`tao sft` takes the same compact LM head as the run's updates: fewer rows, the same adapter."""
+    import contextlib
+
+    from safetensors.torch import load_file
+
+    import tao.commands.sft
+    from tao.core.model import load_tokenizer
+
+    base = BaseModel("tiny", tiny_model, "x")
+    examples = [
+        (Prompt("a", (Message("user", "say hello to the whole team please"),)), "hello team"),
+        (Prompt("b", (Message("user", "count to three"),)), "one two three four five six"),
+    ]
+    config = replace(Config(), sft={"batch_size": 2, "learning_rate": 1e-3})
+    trained, projected = {}, {}
+    for compact in (True, False):
+        if not compact:  # trl's own choice on a CPU
+            monkeypatch.setattr(tao.commands.sft, "completion_tokens_only", contextlib.nullcontext)
+        rows.clear()
+        torch.manual_seed(0)  # the adapter's initial weights
+        adapter = tmp_path / f"adapter-{compact}"
+        tao.commands.sft._train(examples, base, config, tmp_path / f"s{compact}", adapter, Console(True))
+        projected[compact], trained[compact] = list(rows), load_file(adapter / "adapter_model.safetensors")
+    (mine,), (full,) = projected[True], projected[False]
+    tokenizer = load_tokenizer(base, config.model)
+    answers = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for _, a in examples)
+    assert answers <= mine < full  # the answers (and their end-of-turn markup), not the prompts and padding
     for name, weights in trained[True].items():
         torch.testing.assert_close(weights, trained[False][name], atol=1e-6, rtol=1e-5)
