@@ -244,7 +244,8 @@ def _guided(
         asked = [with_system(p, strategy.guides[v], f"guide{v + 1}") for v in variants for p in prompts]
         plain = [p for _ in variants for p in prompts]
         step = _generate_as(engine, asked, plain, replace(s, n=count, seed=s.seed + variants[0]), adapter)
-        for v, c in zip([v for v in variants for _ in range(len(prompts) * count)], step, strict=True):
+        for j, c in enumerate(step):  # in the order asked: each variant's prompts, count candidates each
+            v = variants[j // (len(prompts) * count)]
             out.append(replace(c, context=f"guide {v + 1}: {strategy.guides[v][:80]}"))
     return out, _tokens(out)
 
