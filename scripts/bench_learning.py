@@ -19,8 +19,9 @@ tao minus rft, paired per prompt.
 
 Choosing a setting: `--validation` leaves the seed's held-out prompts out of the file altogether, so the arms' own
 held-out share of the rest is a validation split; `--arms tao candidate --candidate SET ...` runs the preset beside
-the preset with the overrides SET, and the result adds candidate minus tao, paired per prompt. The held-out prompts
-are then only ever used for the setting chosen.
+the preset with the overrides SET, and the result adds candidate minus tao, paired per prompt. One validation seed
+moves by several points on its own: run two or three seeds and `--summarize` their files (it refuses to mix
+validation and held-out results). The held-out prompts are then only ever used for the setting chosen.
 
 With --threads 1 (the default) the arms run side by side, each pinned to its own core with one torch thread; with
 more, one after the other, each on the whole machine. The per-round evaluation of `tao run` is off in both arms
@@ -236,22 +237,26 @@ def _minutes(start: str, end: str) -> float:
 
 
 def seeds_summary(files: list[Path]) -> dict:
-    """Over seeds: each arm's mean gain over the base, and tao minus rft, with two bootstrap intervals: over the
-    held-out prompts of each seed (the seeds fixed), and over seeds and prompts (a new seed). Each over the seeds
-    that ran it (``seeds`` in each entry)."""
+    """Over seeds: each arm's mean gain over the base, and each of ``DIFFERENCES`` (tao minus rft, candidate minus
+    tao), with two bootstrap intervals: over the compared prompts of each seed (the seeds fixed), and over seeds and
+    prompts (a new seed). Each over the seeds that ran it (``seeds`` in each entry)."""
     results = [json.loads(f.read_text()) for f in files]
+    if len({r.get("split", "held out") for r in results}) > 1:  # files from before "split" existed are held out
+        raise SystemExit("these files mix validation and held-out results: summarize each split on its own")
     rng = np.random.default_rng(0)
     out: dict = {"files": [str(f) for f in files], "seeds": [r["seed"] for r in results], "arms": {}}
+    out["split"] = results[0].get("split", "held out")
     for measure in ("prompt_level", "instruction_level", "training_reward"):
         for arm in ARMS:
             having = [r for r in results if arm in r["models"]]
             if having:
                 gains = [_gains(r, measure, arm, "base") for r in having]
                 out["arms"].setdefault(arm, {})[measure] = _two_intervals(gains, [r["seed"] for r in having], rng)
-        having = [r for r in results if "tao_minus_rft" in r]
-        if having:
-            gains = [_gains(r, measure, "tao", "rft") for r in having]
-            out.setdefault("tao_minus_rft", {})[measure] = _two_intervals(gains, [r["seed"] for r in having], rng)
+        for name, (arm, reference) in DIFFERENCES.items():
+            having = [r for r in results if name in r]
+            if having:
+                gains = [_gains(r, measure, arm, reference) for r in having]
+                out.setdefault(name, {})[measure] = _two_intervals(gains, [r["seed"] for r in having], rng)
     return out
 
 
@@ -352,7 +357,7 @@ def print_seed(result: dict) -> None:
 def print_summary(report: dict) -> None:
     print(f"seeds {report['seeds']}: gains in points")
     rows = [(f"{arm} vs base", m) for arm, m in report["arms"].items()]
-    rows += [("tao - rft", report["tao_minus_rft"])] if "tao_minus_rft" in report else []
+    rows += [(f"{arm} - {reference}", report[name]) for name, (arm, reference) in DIFFERENCES.items() if name in report]
     for name, measures in rows:
         for measure, s in measures.items():
             per_seed = ", ".join(f"{seed}: {100 * x:+.1f}" for seed, x in zip(s["seeds"], s["per_seed"], strict=True))

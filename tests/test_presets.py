@@ -231,15 +231,21 @@ def test_the_small_model_preset_loads_with_its_guides(monkeypatch):
     assert [len(s.guides) for s in loaded] == [0, 0, 2, 0]
 
 
-def test_the_learning_benchmarks_validation_split_leaves_out_what_the_seeds_run_holds_out(tmp_path, monkeypatch):
+@pytest.fixture
+def bench(monkeypatch):
+    """scripts/bench_learning.py as a module."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))  # as when the script runs: its siblings import
+    spec = importlib.util.spec_from_file_location("bench_learning", ROOT / "scripts" / "bench_learning.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_learning_benchmarks_validation_split_leaves_out_what_the_seeds_run_holds_out(bench, tmp_path, monkeypatch):
     """`bench_learning.py --validation` writes the full file less exactly the prompts a run on the full file with
     that seed holds out, or validation would see held-out prompts."""
     from tao.run.pool import Pool
 
-    monkeypatch.syspath_prepend(str(ROOT / "scripts"))  # as when the script runs: its siblings import
-    spec = importlib.util.spec_from_file_location("bench_learning", ROOT / "scripts" / "bench_learning.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     full = tmp_path / "ifeval.jsonl"
     rows = [{"key": 1000 + 7 * i, "prompt": f"p{i}", "instruction_id_list": [], "kwargs": []} for i in range(97)]
     full.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -256,3 +262,35 @@ def test_the_learning_benchmarks_validation_split_leaves_out_what_the_seeds_run_
     held_out = {p.id for p in pool.eval_prompts(-1, lambda p: True)}
     pool.close()
     assert len(held_out) == 19 and validation == {str(r["key"]) for r in rows} - held_out
+
+
+def test_the_learning_benchmark_summarizes_a_candidate_over_validation_seeds(bench, tmp_path):
+    """Choosing a setting takes several validation seeds: --summarize gives candidate minus preset over them, paired
+    per prompt within each seed, and refuses to mix validation and held-out files."""
+
+    def seed_file(seed: int, tao: list[float], candidate: list[float], split: str) -> Path:
+        ids = [f"p{i}" for i in range(len(tao))]
+        models = {}
+        for label, scores in {"base": [0.0] * len(ids), "tao": tao, "candidate": candidate}.items():
+            per_prompt = dict(zip(ids, scores, strict=True))
+            measures = ("prompt_level", "instruction_level", "training_reward")
+            models[label] = {"per_prompt": dict.fromkeys(measures, per_prompt)}
+        path = tmp_path / f"{split}-{seed}.json"
+        path.write_text(json.dumps({"seed": seed, "split": split, "models": models, "candidate_minus_tao": {}}))
+        return path
+
+    validation = "validation (the seed's held-out prompts left out)"
+    files = [
+        seed_file(5, [1, 0, 0, 1], [1, 1, 0, 1], validation),  # candidate +0.25
+        seed_file(6, [0, 0, 1, 0, 1], [0, 0, 0, 0, 1], validation),  # candidate -0.2
+    ]
+    report = bench.seeds_summary(files)
+    difference = report["candidate_minus_tao"]["prompt_level"]
+    assert difference["seeds"] == [5, 6] and difference["per_seed"] == [0.25, -0.2]
+    assert difference["mean"] == pytest.approx(0.025)
+    low, high = difference["seeds_and_prompts_interval"]
+    assert low < 0 < high and report["split"] == validation
+    assert "tao_minus_rft" not in report and report["arms"]["candidate"]["prompt_level"]["per_seed"] == [0.75, 0.2]
+
+    with pytest.raises(SystemExit, match="mix validation and held-out"):
+        bench.seeds_summary([*files, seed_file(7, [0, 1], [1, 1], "held out")])
