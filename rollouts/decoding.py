@@ -1,9 +1,12 @@
 """The transformers engine's decode loop: a KV cache filled in place, grouped-query attention read without copies,
-finished answers leaving the batch, sampling without a draw per vocabulary entry.
+finished answers leaving the batch and waiting prompts taking their places, sampling without a draw per vocabulary
+entry.
 
 Written by hand because ``generate`` does none of these on a CPU: its cache concatenates the whole past every step,
 its SDPA path copies each key and value head once per query head when the batch is padded, it decodes finished
-rows to the end, and ``multinomial`` draws one random number per vocabulary entry (49k at the default model). Its
+rows to the end and admits no new ones, and ``multinomial`` draws one random number per vocabulary entry (49k at
+the default model). transformers' continuous batching (``generate_batch``) admits new rows but draws without a
+seed and was several times slower on a CPU (docs/experiments/2026-12-08-decode-stream.md). Its
 static cache with ``torch.compile`` was slower still here (docs/BENCHMARKS.md, "Exploration speed").
 
 The tokens come from the same model, the same logits and the same distribution as ``generate`` (temperature, then
@@ -12,7 +15,7 @@ top-p); each sampled token's log-probability under that distribution is recorded
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +69,8 @@ class GrowingLayer(DynamicLayer):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         end = self.length + key_states.shape[-2]
+        if end > self.capacity:  # a row that joined the batch late decodes past the first capacity
+            self._resize(max(end, 2 * self.capacity))
         self.key_buffer[:, :, self.length : end] = key_states
         self.value_buffer[:, :, self.length : end] = value_states
         self.length = end
@@ -74,6 +79,30 @@ class GrowingLayer(DynamicLayer):
 
     def get_seq_length(self) -> int:
         return self.length
+
+    def _resize(self, capacity: int) -> None:
+        for name in ("key_buffer", "value_buffer"):
+            old = getattr(self, name)
+            new = old.new_empty((*old.shape[:2], capacity, old.shape[3]))
+            new[:, :, : self.length] = old[:, :, : self.length]
+            setattr(self, name, new)
+        self.capacity = capacity
+
+    def join(self, other: GrowingLayer, shifts: list[int], capacity: int) -> None:
+        """``other``'s rows after these, each side's filled columns moved right by its shift (left when negative,
+        dropping what falls off), the columns moved into left as zeros; both sides then end at the same column."""
+        length = self.length + shifts[0]
+        for name in ("key_buffer", "value_buffer"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            new = mine.new_zeros((len(mine) + len(theirs), mine.shape[1], capacity, mine.shape[3]))
+            for rows, layer, shift in (
+                (slice(0, len(mine)), self, shifts[0]),
+                (slice(len(mine), None), other, shifts[1]),
+            ):
+                new[rows, :, max(0, shift) : length] = getattr(layer, name)[:, :, max(0, -shift) : layer.length]
+            setattr(self, name, new)
+        self.length, self.capacity = length, capacity
+        self.keys, self.values = self.key_buffer[:, :, :length], self.value_buffer[:, :, :length]
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         self.key_buffer = self.key_buffer.repeat_interleave(repeats, dim=0)
@@ -129,18 +158,20 @@ def choose(logits: Any, sampling: Sampling, generator: Any) -> tuple[Any, Any]:
 
 
 class Batch:
-    """The rows still decoding: their position in the output, attention mask, next position and the cache."""
+    """The rows decoding together: each one's output index, attention mask, next position, and the cache. Every
+    row's last filled column is ``length - 1``: rows that joined later are left-padded to it."""
 
-    def __init__(self, cache: Cache, mask: Any, positions: Any, capacity: int):
-        rows, width = mask.shape
+    def __init__(self, cache: Cache, mask: Any, positions: Any, rows: list[int], capacity: int):
         self.cache = cache
-        self.mask = mask.new_zeros((rows, capacity))
-        self.mask[:, :width] = mask
-        self.length = width
+        self.length = mask.shape[1]
+        self.mask = mask.new_zeros((len(rows), capacity))
+        self.mask[:, : self.length] = mask
         self.next_position = positions[:, -1:] + 1
-        self.rows = list(range(rows))  # output index of each row
+        self.rows = rows
 
     def step_inputs(self) -> dict[str, Any]:
+        if self.length == self.mask.shape[1]:  # rows that joined later decode past the first capacity
+            self.mask = torch.cat([self.mask, torch.zeros_like(self.mask)], dim=1)
         self.mask[:, self.length] = True
         self.length += 1
         inputs = {"attention_mask": self.mask[:, : self.length], "position_ids": self.next_position}
@@ -149,59 +180,122 @@ class Batch:
 
     def keep(self, keep: list[int]) -> None:
         """Drop every row but those at ``keep`` (positions in the current batch)."""
-        index = torch.tensor(keep, device=self.mask.device)
+        index = torch.tensor(keep, device=self.mask.device, dtype=torch.long)
         self.cache.batch_select_indices(index)
         self.mask = self.mask[index]
         self.next_position = self.next_position[index]
         self.rows = [self.rows[k] for k in keep]
 
+    def join(self, other: Batch, room: int) -> None:
+        """``other``'s rows (just prefilled) after this batch's: both end at the same column, the leading columns
+        that no row uses are dropped, and ``room`` columns are left free for what follows."""
+        length = max(self.length, other.length)
+        shifts = [length - self.length, length - other.length]
+        used = torch.cat(
+            [_shifted(b.mask[:, : b.length], s, length) for b, s in zip((self, other), shifts, strict=True)]
+        )
+        first = int(used.any(0).nonzero()[0])
+        self.length = length - first
+        self.mask = used.new_zeros((len(used), self.length + room))
+        self.mask[:, : self.length] = used[:, first:]
+        for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
+            mine.join(theirs, [s - first for s in shifts], self.length + room)
+        self.next_position = torch.cat([self.next_position, other.next_position])
+        self.rows = self.rows + other.rows
 
-def decode(
-    model: Any, prompt_ids: Sequence[list[int]], sampling: Sampling, stop_ids: Sequence[int], pad_id: int, seed: int
-) -> list[Decoded]:
-    """``sampling.n`` answers to each prompt (grouped by prompt, in order), reproducible under ``seed``: the
-    prompts prefilled once each, left-padded, then decoded together; finished rows leave the batch once they are a
-    quarter of it."""
-    n = sampling.n
+
+def _shifted(mask: Any, shift: int, length: int) -> Any:
+    """``mask`` moved ``shift`` columns right (the new ones False), ``length`` columns wide."""
+    out = mask.new_zeros((len(mask), length))
+    out[:, shift:] = mask
+    return out
+
+
+def prefill(
+    model: Any, prompt_ids: Sequence[list[int]], n: int, pad_id: int, rows: list[int], room: int
+) -> tuple[Batch, Any]:
+    """The prompts run once each, left-padded, their keys and values repeated for ``n`` answers each: the batch of
+    their rows (output indices ``rows``, ``room`` columns free for the answers) and each row's next-token logits."""
     device = next(model.parameters()).device
     width = max(len(ids) for ids in prompt_ids)
-    capacity = width + sampling.max_new_tokens
     input_ids = torch.tensor([[pad_id] * (width - len(ids)) + list(ids) for ids in prompt_ids], device=device)
     mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompt_ids], device=device).bool()
     positions = (mask.long().cumsum(-1) - 1).masked_fill(~mask, 0)  # as generate numbers left-padded rows
     layers = model.config.get_text_config().num_hidden_layers
-    cache = Cache(layers=[GrowingLayer(capacity) for _ in range(layers)])
-    generator = torch.Generator(device).manual_seed(seed)
+    cache = Cache(layers=[GrowingLayer(width + room) for _ in range(layers)])
+    out = model(
+        input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, logits_to_keep=1
+    )
+    cache.batch_repeat_interleave(n)
+    rows_mask, rows_positions = mask.repeat_interleave(n, dim=0), positions.repeat_interleave(n, dim=0)
+    batch = Batch(cache, rows_mask, rows_positions, rows, width + room)
+    return batch, out.logits[:, -1].repeat_interleave(n, dim=0)
+
+
+def decode(
+    model: Any,
+    prompt_ids: Sequence[list[int]],
+    sampling: Sampling,
+    stop_ids: Sequence[int],
+    pad_id: int,
+    seed: int,
+    max_rows: int | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> list[Decoded]:
+    """``sampling.n`` answers to each prompt (grouped by prompt, in order), reproducible under ``seed``.
+
+    At most ``max_rows`` rows decode together (every row when None): the first prompts that fit are prefilled once
+    each, left-padded, and decoded together; finished rows leave the batch once they are a quarter of it, and the
+    prompts still waiting take their places when a quarter of the rows is free, so the batch stays full.
+    ``progress`` is told how many answers each step finished."""
+    n, budget = sampling.n, sampling.max_new_tokens
+    per_batch = len(prompt_ids) if max_rows is None else max(1, max_rows // n)  # prompts decoding together
+    generator = torch.Generator(next(model.parameters()).device).manual_seed(seed)
     stop = set(stop_ids)
     answers = [Decoded([], None if sampling.temperature == 0 else []) for _ in range(len(prompt_ids) * n)]
+    finished = [False] * len(answers)
+    waiting = list(range(len(prompt_ids)))  # prompts not started yet, in order
+
+    def start(count: int) -> tuple[Batch, Any]:
+        chosen = waiting[:count]
+        del waiting[:count]
+        rows = [i * n + j for i in chosen for j in range(n)]
+        return prefill(model, [prompt_ids[i] for i in chosen], n, pad_id, rows, budget)
+
     with grouped_attention_on(model), torch.inference_mode():
-        prefill = model(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, logits_to_keep=1
-        )
-        logits = prefill.logits[:, -1].repeat_interleave(n, dim=0)
-        cache.batch_repeat_interleave(n)
-        batch = Batch(cache, mask.repeat_interleave(n, dim=0), positions.repeat_interleave(n, dim=0), capacity)
-        done = [False] * len(answers)  # per row of the batch
-        for step in range(sampling.max_new_tokens):
+        batch, logits = start(per_batch)
+        while True:
             chosen, chosen_logprobs = choose(logits, sampling, generator)
             chosen = chosen.tolist()
             values = [None] * len(chosen) if chosen_logprobs is None else chosen_logprobs.tolist()
-            for k, (token, value) in enumerate(zip(chosen, values, strict=True)):
-                if done[k]:
+            newly = 0
+            for k, (row, token, value) in enumerate(zip(batch.rows, chosen, values, strict=True)):
+                if finished[row]:  # still in the batch until a quarter of it is done
                     chosen[k] = pad_id
                     continue
-                answer = answers[batch.rows[k]]
-                answer.token_ids.append(token)
-                if answer.logprobs is not None:
-                    answer.logprobs.append(value)
-                done[k] = token in stop
-            if all(done) or step == sampling.max_new_tokens - 1:
+                answers[row].token_ids.append(token)
+                if value is not None:
+                    answers[row].logprobs.append(value)
+                finished[row] = token in stop or len(answers[row].token_ids) == budget
+                newly += finished[row]
+            alive = [k for k, row in enumerate(batch.rows) if not finished[row]]
+            if progress is not None:
+                progress(newly)
+            if not alive and not waiting:
                 break
-            if sum(done) * 4 >= len(done):
-                keep = [k for k, d in enumerate(done) if not d]
-                batch.keep(keep)
-                chosen, done = [chosen[k] for k in keep], [False] * len(keep)
-            step_ids = torch.tensor(chosen, device=device)[:, None]
-            logits = model(input_ids=step_ids, past_key_values=cache, logits_to_keep=1, **batch.step_inputs()).logits
-            logits = logits[:, -1]
+            if (len(batch.rows) - len(alive)) * 4 >= len(batch.rows):
+                batch.keep(alive)
+                chosen = [chosen[k] for k in alive]
+            if batch.rows:
+                step_ids = torch.tensor(chosen, device=logits.device)[:, None]
+                out = model(input_ids=step_ids, past_key_values=batch.cache, logits_to_keep=1, **batch.step_inputs())
+                logits = out.logits[:, -1]
+            free = per_batch * n - len(batch.rows)
+            if waiting and free >= n and (free * 4 >= per_batch * n or not batch.rows):
+                joining, their_logits = start(free // n)
+                if batch.rows:
+                    batch.join(joining, budget)
+                    logits = torch.cat([logits, their_logits])
+                else:
+                    batch, logits = joining, their_logits
     return answers

@@ -51,20 +51,24 @@ class TransformersEngine:
                 ) from None
 
     def _generate(self, model: Any, prompts: Sequence[Prompt], sampling: Sampling) -> list[Candidate]:
-        per_call = max(1, self.batch_size // sampling.n)
         encoded = [self.prompt_token_ids(p) for p in prompts]
         # Similar lengths together: less padding. The order is a pure function of the prompts.
         order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), prompts[i].id))
-        results: dict[int, list[Candidate]] = {}
-        with self.console.bar(len(prompts), "generate", unit="prompt") as bar:
-            for start in range(0, len(order), per_call):
-                batch = order[start : start + per_call]
-                seed = sampling.seed * 100_003 + start
-                outputs = decode(model, [encoded[i] for i in batch], sampling, self.stop_ids, self.pad_id, seed)
-                for k, i in enumerate(batch):
-                    rows = outputs[k * sampling.n : (k + 1) * sampling.n]
-                    results[i] = [self._candidate(prompts[i].id, j, out, sampling) for j, out in enumerate(rows)]
-                bar.update(len(batch))
+        with self.console.bar(len(prompts) * sampling.n, "generate", unit="answer") as bar:
+            outputs = decode(
+                model,
+                [encoded[i] for i in order],
+                sampling,
+                self.stop_ids,
+                self.pad_id,
+                seed=sampling.seed * 100_003,
+                max_rows=self.batch_size,
+                progress=bar.update,
+            )
+        results = {
+            i: [self._candidate(prompts[i].id, j, out, sampling) for j, out in enumerate(rows)]
+            for i, rows in zip(order, _chunks(outputs, sampling.n), strict=True)
+        }
         return [c for i in range(len(prompts)) for c in results[i]]
 
     def _candidate(self, prompt_id: str, index: int, out: Decoded, sampling: Sampling) -> Candidate:
@@ -74,3 +78,7 @@ class TransformersEngine:
         strategy = "greedy" if sampling.temperature == 0 else "sample"
         logprobs = None if out.logprobs is None else tuple(out.logprobs)
         return Candidate(prompt_id, index, text, tuple(ids), finished, strategy, logprobs)
+
+
+def _chunks(items: list[Decoded], size: int) -> list[list[Decoded]]:
+    return [items[k : k + size] for k in range(0, len(items), size)]

@@ -99,15 +99,21 @@ def full_forward_logprobs(model, prompt_ids, answer, temperature, top_p):
     return torch.log_softmax(logits, -1).gather(1, torch.tensor(answer)[:, None])[:, 0]
 
 
-@pytest.mark.parametrize("top_p", [1.0, 0.8])
-def test_sampled_logprobs_match_the_models_own(peaked_model, top_p):
+@pytest.mark.parametrize(("top_p", "max_rows"), [(1.0, None), (0.8, None), (0.8, 8)])
+def test_sampled_logprobs_match_the_models_own(peaked_model, top_p, max_rows):
+    """Also when prompts join the batch later (``max_rows`` 8: two prompts' four answers at a time)."""
     engine = engine_for(peaked_model)
     ps = prompts(5)
     sampling = Sampling(n=4, temperature=0.7, top_p=top_p, max_new_tokens=20, seed=3)
+    stop = some_stop_tokens(engine, every=11) if max_rows else engine.stop_ids  # rows end early, others join
     with engine.policy.attached(None) as model:
         model = with_trained_adapter(model)
         ids = [engine.prompt_token_ids(p) for p in ps]
-        out = decode(model, ids, sampling, engine.stop_ids, engine.pad_id, seed=3)
+        shapes, hook = forward_shapes(model)
+        out = decode(model, ids, sampling, stop, engine.pad_id, seed=3, max_rows=max_rows)
+        hook.remove()
+        prefills = sum(width > 1 for _, width in shapes)
+        assert prefills == 1 if max_rows is None else prefills >= 3
         assert len(out) == 20
         compared = 0
         for k, answer in enumerate(out):
@@ -168,6 +174,40 @@ def test_finished_answers_leave_the_batch(peaked_model):
     assert len({len(d.token_ids) for d in together}) > 2
 
 
+def forward_shapes(model):
+    """Records each forward's input shape: (rows, 1) a decode step, (prompts, width) a prefill."""
+    shapes = []
+    hook = model.register_forward_pre_hook(
+        lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    return shapes, hook
+
+
+def test_waiting_prompts_join_the_batch_as_rows_finish(peaked_model):
+    """With more prompts than ``max_rows`` holds, waiting prompts are prefilled and join rows already mid-answer;
+    every answer is still the one its prompt gets decoded alone, and no step decodes more than ``max_rows`` rows."""
+    engine = engine_for(peaked_model)
+    ps = prompts(14)
+    greedy = Sampling(n=1, temperature=0.0, top_p=1.0, max_new_tokens=16, seed=0)
+    stop = some_stop_tokens(engine)
+    with engine.policy.attached(None) as model:
+        ids = [engine.prompt_token_ids(p) for p in ps]
+        shapes, hook = forward_shapes(model)
+        streamed = decode(model, ids, greedy, stop, engine.pad_id, seed=0, max_rows=4)
+        streamed_shapes = list(shapes)
+        shapes.clear()
+        for k in range(0, len(ids), 4):  # as the engine decoded before: four prompts at a time, to the end
+            decode(model, ids[k : k + 4], greedy, stop, engine.pad_id, seed=0)
+        hook.remove()
+        chunked_steps = sum(width == 1 for _, width in shapes)
+        alone = [decode(model, [i], greedy, stop, engine.pad_id, seed=0)[0] for i in ids]
+    assert [d.token_ids for d in streamed] == [d.token_ids for d in alone]
+    prefills = [k for k, (_, width) in enumerate(streamed_shapes) if width > 1]
+    assert len(prefills) > 2 and prefills[1] > prefills[0] + 1  # later prompts joined rows already mid-answer
+    steps = [rows for rows, width in streamed_shapes if width == 1]
+    assert max(steps) <= 4 and len(steps) < chunked_steps
+
+
 def test_growing_layer_matches_the_dynamic_cache():
     from transformers.cache_utils import DynamicLayer
 
@@ -201,4 +241,6 @@ def test_greedy_on_real_prompts_of_the_default_model():
     with policy.attached(None) as model:
         expected = reference_greedy(model, policy.tokenizer, ids, stop, 48)
         ours = decode(model, ids, greedy, stop, policy.tokenizer.pad_token_id, seed=0)
+        streamed = decode(model, ids, greedy, stop, policy.tokenizer.pad_token_id, seed=0, max_rows=2)
     assert [d.token_ids for d in ours] == expected
+    assert [d.token_ids for d in streamed] == expected  # two at a time, the others joining as rows finish
