@@ -15,6 +15,8 @@ top-p); each sampled token's log-probability under that distribution is recorded
 
 from __future__ import annotations
 
+import collections
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -212,10 +214,11 @@ def _shifted(mask: Any, shift: int, length: int) -> Any:
 
 
 def prefill(
-    model: Any, prompt_ids: Sequence[list[int]], n: int, pad_id: int, rows: list[int], room: int
+    model: Any, prompt_ids: Sequence[list[int]], counts: list[int], pad_id: int, rows: list[int], room: int
 ) -> tuple[Batch, Any]:
-    """The prompts run once each, left-padded, their keys and values repeated for ``n`` answers each: the batch of
-    their rows (output indices ``rows``, ``room`` columns free for the answers) and each row's next-token logits."""
+    """The prompts run once each, left-padded, their keys and values repeated for their ``counts`` answers: the
+    batch of their rows (output indices ``rows``, ``room`` columns free for the answers) and each row's next-token
+    logits."""
     device = next(model.parameters()).device
     width = max(len(ids) for ids in prompt_ids)
     input_ids = torch.tensor([[pad_id] * (width - len(ids)) + list(ids) for ids in prompt_ids], device=device)
@@ -226,10 +229,11 @@ def prefill(
     out = model(
         input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, logits_to_keep=1
     )
-    cache.batch_repeat_interleave(n)
-    rows_mask, rows_positions = mask.repeat_interleave(n, dim=0), positions.repeat_interleave(n, dim=0)
+    repeats = torch.tensor(counts, device=device)
+    cache.batch_repeat_interleave(repeats)
+    rows_mask, rows_positions = mask.repeat_interleave(repeats, dim=0), positions.repeat_interleave(repeats, dim=0)
     batch = Batch(cache, rows_mask, rows_positions, rows, width + room)
-    return batch, out.logits[:, -1].repeat_interleave(n, dim=0)
+    return batch, out.logits[:, -1].repeat_interleave(repeats, dim=0)
 
 
 def decode(
@@ -241,29 +245,35 @@ def decode(
     seed: int,
     max_rows: int | None = None,
     progress: Callable[[int], object] | None = None,
+    counts: Sequence[int] | None = None,
 ) -> list[Decoded]:
-    """``sampling.n`` answers to each prompt (grouped by prompt, in order), reproducible under ``seed``.
+    """``sampling.n`` answers to each prompt (``counts[i]`` to prompt i when given), grouped by prompt, in order;
+    reproducible under ``seed``.
 
     At most ``max_rows`` rows decode together (every row when None): the first prompts that fit are prefilled once
     each, left-padded, and decoded together; finished rows leave the batch once they are a quarter of it, and the
     prompts still waiting take their places when a quarter of the rows is free, so the batch stays full.
     ``progress`` is told how many answers each step finished."""
-    n, budget = sampling.n, sampling.max_new_tokens
-    per_batch = len(prompt_ids) if max_rows is None else max(1, max_rows // n)  # prompts decoding together
+    counts = [sampling.n] * len(prompt_ids) if counts is None else list(counts)
+    budget = sampling.max_new_tokens
+    first_row = [0, *itertools.accumulate(counts)]
+    max_rows = first_row[-1] if max_rows is None else max_rows
     generator = torch.Generator(next(model.parameters()).device).manual_seed(seed)
     stop = set(stop_ids)
-    answers = [Decoded([], None if sampling.temperature == 0 else []) for _ in range(len(prompt_ids) * n)]
+    answers = [Decoded([], None if sampling.temperature == 0 else []) for _ in range(first_row[-1])]
     finished = [False] * len(answers)
-    waiting = list(range(len(prompt_ids)))  # prompts not started yet, in order
+    waiting = collections.deque(range(len(prompt_ids)))  # prompts not started yet, in order
 
-    def start(count: int) -> tuple[Batch, Any]:
-        chosen = waiting[:count]
-        del waiting[:count]
-        rows = [i * n + j for i in chosen for j in range(n)]
-        return prefill(model, [prompt_ids[i] for i in chosen], n, pad_id, rows, budget)
+    def start(room: int) -> tuple[Batch, Any]:
+        """The waiting prompts whose answers fit in ``room`` rows (the next one at least)."""
+        chosen = [waiting.popleft()]
+        while waiting and sum(counts[i] for i in chosen) + counts[waiting[0]] <= room:
+            chosen.append(waiting.popleft())
+        rows = [r for i in chosen for r in range(first_row[i], first_row[i + 1])]
+        return prefill(model, [prompt_ids[i] for i in chosen], [counts[i] for i in chosen], pad_id, rows, budget)
 
     with grouped_attention_on(model), torch.inference_mode():
-        batch, logits = start(per_batch)
+        batch, logits = start(max_rows)
         while True:
             chosen, chosen_logprobs = choose(logits, sampling, generator)
             chosen = chosen.tolist()
@@ -290,12 +300,11 @@ def decode(
                 step_ids = torch.tensor(chosen, device=logits.device)[:, None]
                 out = model(input_ids=step_ids, past_key_values=batch.cache, logits_to_keep=1, **batch.step_inputs())
                 logits = out.logits[:, -1]
-            free = per_batch * n - len(batch.rows)
-            if waiting and free >= n and (free * 4 >= per_batch * n or not batch.rows):
-                joining, their_logits = start(free // n)
-                if batch.rows:
-                    batch.join(joining, budget)
-                    logits = torch.cat([logits, their_logits])
-                else:
-                    batch, logits = joining, their_logits
+            free = max_rows - len(batch.rows)
+            if not batch.rows:
+                batch, logits = start(max_rows)
+            elif waiting and counts[waiting[0]] <= free and free * 4 >= max_rows:
+                joining, their_logits = start(free)
+                batch.join(joining, budget)
+                logits = torch.cat([logits, their_logits])
     return answers

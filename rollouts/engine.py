@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from tao.core.types import Candidate, Prompt, Sampling
+from tao.core.types import Ask, Candidate, Prompt, Sampling
 
 
 class Engine(Protocol):
@@ -25,6 +25,11 @@ class Engine(Protocol):
     def generate(self, prompts: Sequence[Prompt], sampling: Sampling, adapter: Path | None) -> list[Candidate]:
         """``sampling.n`` candidates per prompt from the base with ``adapter`` (a LoRA adapter directory; None:
         the plain base), grouped by prompt in input order, reproducible under a seed."""
+        ...
+
+    def generate_many(self, asks: Sequence[Ask], adapter: Path | None) -> list[list[Candidate]]:
+        """Each ask's candidates, as ``generate`` gives them, from one pass over all the asks: the engine keeps its
+        batch full across them instead of draining it at the end of each."""
         ...
 
     def close(self) -> None:

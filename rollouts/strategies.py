@@ -31,14 +31,14 @@ import hashlib
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rollouts.engine import Engine
 from rollouts.exemplars import SHOWN, Exemplar, nearest
 from tao.core.errors import InputError
 from tao.core.specs import Strategy, parse_strategy
-from tao.core.types import Candidate, Message, Prompt, Sampling
+from tao.core.types import Ask, Candidate, Message, Prompt, Sampling
 
 THINK = (
     "Before you answer, think step by step: list every requirement the request states (format, length, words to use "
@@ -108,6 +108,15 @@ def with_system(prompt: Prompt, text: str, suffix: str) -> Prompt:
     return replace(prompt, id=f"{prompt.id}#{suffix}", messages=tuple(messages))
 
 
+@dataclass(frozen=True)
+class Plan:
+    """A strategy's requests to the engine, and what it makes of their answers: its candidates (with their
+    context) and the tokens it generated (drafts and pools included)."""
+
+    asks: tuple[Ask, ...]
+    finish: Callable[[list[list[Candidate]]], tuple[list[Candidate], int]]
+
+
 def explore(
     engine: Engine,
     prompts: Sequence[Prompt],
@@ -120,13 +129,18 @@ def explore(
 ) -> tuple[list[Candidate], dict[str, dict]]:
     """``sampling.n`` candidates per prompt, shared among ``strategies``; returns them (grouped by prompt,
     re-indexed 0..n-1, each tagged with its strategy and context) and, per strategy, candidates and tokens spent.
+    Every strategy's first requests go to the engine together, so its batch stays full across them.
     ``examples``: the earlier rounds' exemplars the ``exemplars`` strategy chooses from; ``repair``: the fixes the
     ``repair`` strategy applies."""
-    found: dict[str, list[Candidate]] = {p.id: [] for p in prompts}
-    stats = {}
+    plans = []
     for i, (strategy, k) in enumerate(zip(strategies, allocate(strategies, sampling.n), strict=True)):
         own = replace(sampling, n=k, seed=sampling.seed + 7919 * i)  # the first strategy keeps the run's seed
-        candidates, tokens = _run(strategy, engine, prompts, own, adapter, score, examples, repair)
+        plans.append(_plan(strategy, engine, prompts, own, adapter, score, examples, repair))
+    answered = iter(engine.generate_many([ask for plan in plans for ask in plan.asks], adapter))
+    found: dict[str, list[Candidate]] = {p.id: [] for p in prompts}
+    stats = {}
+    for strategy, plan in zip(strategies, plans, strict=True):
+        candidates, tokens = plan.finish([next(answered) for _ in plan.asks])
         for c in candidates:
             found[c.prompt_id].append(replace(c, strategy=strategy.name))
         stats[strategy.name] = {"candidates": len(candidates), "tokens": tokens}
@@ -138,7 +152,7 @@ def explore(
     return out, stats
 
 
-def _run(
+def _plan(
     strategy: Strategy,
     engine: Engine,
     prompts: Sequence[Prompt],
@@ -147,48 +161,65 @@ def _run(
     score: Scorer,
     examples: Sequence[Exemplar],
     repair: Repairer | None,
-) -> tuple[list[Candidate], int]:
-    """One strategy's ``s.n`` candidates per prompt, and the tokens it generated (drafts and pools included)."""
+) -> Plan:
+    """One strategy's ``s.n`` candidates per prompt."""
+    plain = tuple(prompts)
     if strategy.kind == "greedy":
-        out = engine.generate(prompts, replace(s, temperature=0.0), adapter)
-        return [replace(c, context="T=0") for c in out], _tokens(out)
+        return Plan((Ask(plain, replace(s, temperature=0.0)),), lambda out: _tagged(out[0], "T=0"))
     if strategy.kind == "sample":
-        out = engine.generate(prompts, s, adapter)
-        return [replace(c, context=f"T={s.temperature:g}") for c in out], _tokens(out)
+        return Plan((Ask(plain, s),), lambda out: _tagged(out[0], f"T={s.temperature:g}"))
     if strategy.kind == "ladder":
-        low, high = (float(x) for x in (strategy.arg or "0.4-1.2").split("-"))
-        out = []
-        for j in range(s.n):
-            t = (low + high) / 2 if s.n == 1 else low + (high - low) * j / (s.n - 1)
-            step = engine.generate(prompts, replace(s, n=1, temperature=t, seed=s.seed + j), adapter)
-            out += [replace(c, context=f"T={t:.2f}", logprobs=None) for c in step]
-        return out, _tokens(out)
+        return _ladder(strategy.arg or "0.4-1.2", plain, s)
     if strategy.kind == "think":
-        out = _generate_as(engine, [with_system(p, THINK, "think") for p in prompts], prompts, s, adapter)
-        return [_final_answer(engine, c) for c in out], _tokens(out)
+        asked = tuple(with_system(p, THINK, "think") for p in plain)
+        return Plan((Ask(asked, s),), lambda out: _thought(engine, _as_plain(out[0], asked, plain)))
     if strategy.kind == "guide":
-        return _guided(strategy, engine, prompts, s, adapter)
+        return _guided(strategy, plain, s)
     if strategy.kind == "refine":
-        return _refined(int(strategy.arg or 1), engine, prompts, s, adapter)
+        rounds = int(strategy.arg or 1)
+        return Plan((Ask(plain, s),), lambda out: _refined(rounds, engine, plain, s, adapter, out[0]))
     if strategy.kind == "repair":
         if repair is None:
             raise ValueError("the repair strategy needs the reward's fixes (explore's repair argument)")
-        return _repaired(engine, prompts, s, adapter, repair)
+        return Plan((Ask(plain, s),), lambda out: _repaired(engine, plain, s, repair, out[0]))
     if strategy.kind == "exemplars":
-        return _shown(int(strategy.arg or 2), engine, prompts, s, adapter, examples)
-    return _best_of(int(strategy.arg or 4), engine, prompts, s, adapter, score)
+        return _shown(int(strategy.arg or 2), engine, plain, s, examples)
+    m = int(strategy.arg or 4)
+    return Plan((Ask(plain, replace(s, n=s.n * m)),), lambda out: _best_of(m, plain, s, score, out[0]))
 
 
 def _tokens(candidates: Sequence[Candidate]) -> int:
     return sum(len(c.token_ids) for c in candidates)
 
 
-def _generate_as(
-    engine: Engine, asked: Sequence[Prompt], plain: Sequence[Prompt], s: Sampling, adapter: Path | None
-) -> list[Candidate]:
-    """Generate for the ``asked`` prompts (with context); tag the candidates with the ``plain`` prompts' ids."""
+def _tagged(candidates: list[Candidate], context: str) -> tuple[list[Candidate], int]:
+    return [replace(c, context=context) for c in candidates], _tokens(candidates)
+
+
+def _as_plain(candidates: list[Candidate], asked: Sequence[Prompt], plain: Sequence[Prompt]) -> list[Candidate]:
+    """Candidates for the ``asked`` prompts (with context), tagged with the ``plain`` prompts' ids."""
     ids = {a.id: p.id for a, p in zip(asked, plain, strict=True)}
-    return [replace(c, prompt_id=ids[c.prompt_id], logprobs=None) for c in engine.generate(asked, s, adapter)]
+    return [replace(c, prompt_id=ids[c.prompt_id], logprobs=None) for c in candidates]
+
+
+def _ladder(arg: str, prompts: tuple[Prompt, ...], s: Sampling) -> Plan:
+    low, high = (float(x) for x in arg.split("-"))
+    temperatures = [(low + high) / 2 if s.n == 1 else low + (high - low) * j / (s.n - 1) for j in range(s.n)]
+    asks = tuple(Ask(prompts, replace(s, n=1, temperature=t, seed=s.seed + j)) for j, t in enumerate(temperatures))
+
+    def finish(out: list[list[Candidate]]) -> tuple[list[Candidate], int]:
+        found = [
+            replace(c, context=f"T={t:.2f}", logprobs=None)
+            for t, step in zip(temperatures, out, strict=True)
+            for c in step
+        ]
+        return found, _tokens(found)
+
+    return Plan(asks, finish)
+
+
+def _thought(engine: Engine, candidates: list[Candidate]) -> tuple[list[Candidate], int]:
+    return [_final_answer(engine, c) for c in candidates], _tokens(candidates)
 
 
 def _final_answer(engine: Engine, c: Candidate) -> Candidate:
@@ -208,11 +239,10 @@ def _final_answer(engine: Engine, c: Candidate) -> Candidate:
 
 
 def _repaired(
-    engine: Engine, prompts: Sequence[Prompt], s: Sampling, adapter: Path | None, repair: Repairer
+    engine: Engine, prompts: Sequence[Prompt], s: Sampling, repair: Repairer, drafts: list[Candidate]
 ) -> tuple[list[Candidate], int]:
     """Sampled drafts, each with the fixes ``repair`` makes, re-tokenized (its end token kept when it finished);
     a fix that runs past ``s.max_new_tokens`` is cut there, unfinished, as the engine would have cut it."""
-    drafts = engine.generate(prompts, s, adapter)
     by_id = {p.id: p for p in prompts}
     out = []
     for c in drafts:
@@ -232,28 +262,43 @@ def _repaired(
     return out, _tokens(drafts)
 
 
-def _guided(
-    strategy: Strategy, engine: Engine, prompts: Sequence[Prompt], s: Sampling, adapter: Path | None
-) -> tuple[list[Candidate], int]:
-    """Candidates take the variants in turn. Variants with as many candidates each are asked in one engine call:
-    one batch of all their prompts decodes faster than a small batch per variant."""
+def _guided(strategy: Strategy, prompts: tuple[Prompt, ...], s: Sampling) -> Plan:
+    """Candidates take the variants in turn. Variants with as many candidates each are asked together: one batch
+    of all their prompts decodes faster than a small batch per variant."""
     counts = [len(range(v, s.n, len(strategy.guides))) for v in range(len(strategy.guides))]
-    out = []
-    for count in sorted(set(counts) - {0}, reverse=True):
-        variants = [v for v, c in enumerate(counts) if c == count]
-        asked = [with_system(p, strategy.guides[v], f"guide{v + 1}") for v in variants for p in prompts]
-        plain = [p for _ in variants for p in prompts]
-        step = _generate_as(engine, asked, plain, replace(s, n=count, seed=s.seed + variants[0]), adapter)
-        for j, c in enumerate(step):  # in the order asked: each variant's prompts, count candidates each
-            v = variants[j // (len(prompts) * count)]
-            out.append(replace(c, context=f"guide {v + 1}: {strategy.guides[v][:80]}"))
-    return out, _tokens(out)
+    groups = [
+        (count, [v for v, c in enumerate(counts) if c == count]) for count in sorted(set(counts) - {0}, reverse=True)
+    ]
+    asked = [
+        tuple(with_system(p, strategy.guides[v], f"guide{v + 1}") for v in variants for p in prompts)
+        for _, variants in groups
+    ]
+    asks = tuple(
+        Ask(a, replace(s, n=count, seed=s.seed + variants[0]))
+        for a, (count, variants) in zip(asked, groups, strict=True)
+    )
+
+    def finish(out: list[list[Candidate]]) -> tuple[list[Candidate], int]:
+        found = []
+        for a, (count, variants), step in zip(asked, groups, out, strict=True):
+            plain = [p for _ in variants for p in prompts]
+            for j, c in enumerate(_as_plain(step, a, plain)):  # each variant's prompts, count candidates each
+                v = variants[j // (len(prompts) * count)]
+                found.append(replace(c, context=f"guide {v + 1}: {strategy.guides[v][:80]}"))
+        return found, _tokens(found)
+
+    return Plan(asks, finish)
 
 
 def _refined(
-    rounds: int, engine: Engine, prompts: Sequence[Prompt], s: Sampling, adapter: Path | None
+    rounds: int,
+    engine: Engine,
+    prompts: Sequence[Prompt],
+    s: Sampling,
+    adapter: Path | None,
+    drafts: list[Candidate],
 ) -> tuple[list[Candidate], int]:
-    drafts = engine.generate(prompts, s, adapter)
+    """Each draft reviewed and rewritten ``rounds`` times, one engine call a round (each needs the last)."""
     spent, first = _tokens(drafts), [c.text for c in drafts]
     by_id = {p.id: p for p in prompts}
     for r in range(rounds):
@@ -266,26 +311,18 @@ def _refined(
             for j, c in enumerate(drafts)
         ]
         plain = [by_id[c.prompt_id] for c in drafts]
-        drafts = _generate_as(engine, asked, plain, replace(s, n=1, seed=s.seed + 101 + r), adapter)
+        drafts = _as_plain(engine.generate(asked, replace(s, n=1, seed=s.seed + 101 + r), adapter), asked, plain)
         spent += _tokens(drafts)
     return [
         replace(c, context=f"revision {rounds} of the draft: {d[:120]}") for c, d in zip(drafts, first, strict=True)
     ], spent
 
 
-def _shown(
-    k: int,
-    engine: Engine,
-    prompts: Sequence[Prompt],
-    s: Sampling,
-    adapter: Path | None,
-    examples: Sequence[Exemplar],
-) -> tuple[list[Candidate], int]:
+def _shown(k: int, engine: Engine, prompts: tuple[Prompt, ...], s: Sampling, examples: Sequence[Exemplar]) -> Plan:
     """Each prompt after its ``k`` nearest exemplars that fit in ``EXEMPLAR_ROOM``, as earlier user/assistant
     turns (after any system turn), the most similar last."""
     if not examples:
-        out = engine.generate(prompts, s, adapter)
-        return [replace(c, context="no exemplar yet: a plain sample") for c in out], _tokens(out)
+        return Plan((Ask(prompts, s),), lambda out: _tagged(out[0], "no exemplar yet: a plain sample"))
     asked, shown_ids = [], {}
     for p, ranked in zip(prompts, nearest(prompts, examples, len(examples)), strict=True):
         shown, room = [], EXEMPLAR_ROOM
@@ -301,15 +338,19 @@ def _shown(
         lead = 1 if p.messages[0].role == "system" else 0
         asked.append(replace(p, id=f"{p.id}#exemplars", messages=(*p.messages[:lead], *turns, *p.messages[lead:])))
         shown_ids[p.id] = ", ".join(e.prompt.id for e in shown)
-    out = _generate_as(engine, asked, prompts, s, adapter)
     context = {i: f"{SHOWN}{ids}" if ids else "no exemplar fits: a plain sample" for i, ids in shown_ids.items()}
-    return [replace(c, context=context[c.prompt_id]) for c in out], _tokens(out)
+
+    def finish(out: list[list[Candidate]]) -> tuple[list[Candidate], int]:
+        found = _as_plain(out[0], asked, prompts)
+        return [replace(c, context=context[c.prompt_id]) for c in found], _tokens(found)
+
+    return Plan((Ask(tuple(asked), s),), finish)
 
 
 def _best_of(
-    m: int, engine: Engine, prompts: Sequence[Prompt], s: Sampling, adapter: Path | None, score: Scorer
+    m: int, prompts: Sequence[Prompt], s: Sampling, score: Scorer, pool: list[Candidate]
 ) -> tuple[list[Candidate], int]:
-    pool = engine.generate(prompts, replace(s, n=s.n * m), adapter)
+    """The top ``s.n`` of each prompt's ``s.n * m`` pooled samples by score."""
     by_id = {p.id: p for p in prompts}
     scores = score([by_id[c.prompt_id] for c in pool], pool)
     ranked: dict[str, list[tuple[float, int, Candidate]]] = {p.id: [] for p in prompts}

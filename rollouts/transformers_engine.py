@@ -7,6 +7,7 @@ on-policy; each sampled token's log-probability is recorded (``Candidate.logprob
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from rollouts.decoding import Decoded, decode
 from tao.core.console import Console
 from tao.core.errors import ResourceError
 from tao.core.model import Policy, chat_token_ids, stop_token_ids
-from tao.core.types import Candidate, Prompt, Sampling
+from tao.core.types import Ask, Candidate, Prompt, Sampling
 
 
 class TransformersEngine:
@@ -40,36 +41,54 @@ class TransformersEngine:
         """Nothing to stop: the policy belongs to the run."""
 
     def generate(self, prompts: Sequence[Prompt], sampling: Sampling, adapter: Path | None) -> list[Candidate]:
+        return self.generate_many([Ask(tuple(prompts), sampling)], adapter)[0]
+
+    def generate_many(self, asks: Sequence[Ask], adapter: Path | None) -> list[list[Candidate]]:
+        """Asks that decode alike (temperature, top-p, answer budget) share one decode stream, seeded by the first
+        of them."""
         import torch
 
+        streams: dict[Sampling, list[int]] = {}
+        for k, ask in enumerate(asks):
+            streams.setdefault(replace(ask.sampling, n=1, seed=0), []).append(k)
+        out: list[list[Candidate]] = [[] for _ in asks]
         with self.policy.attached(adapter) as model:
             try:
-                return self._generate(model, prompts, sampling)
+                for members in streams.values():
+                    for k, candidates in zip(members, self._stream(model, [asks[k] for k in members]), strict=True):
+                        out[k] = candidates
             except torch.OutOfMemoryError:
                 raise ResourceError(
                     "out of memory while generating; lower rollout.batch_size or rollout.max_new_tokens"
                 ) from None
+        return out
 
-    def _generate(self, model: Any, prompts: Sequence[Prompt], sampling: Sampling) -> list[Candidate]:
-        encoded = [self.prompt_token_ids(p) for p in prompts]
-        # Similar lengths together: less padding. The order is a pure function of the prompts.
-        order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), prompts[i].id))
-        with self.console.bar(len(prompts) * sampling.n, "generate", unit="answer") as bar:
-            outputs = decode(
-                model,
-                [encoded[i] for i in order],
-                sampling,
-                self.stop_ids,
-                self.pad_id,
-                seed=sampling.seed * 100_003,
-                max_rows=self.batch_size,
-                progress=bar.update,
+    def _stream(self, model: Any, asks: list[Ask]) -> list[list[Candidate]]:
+        """The asks' prompts decoded in one stream, similar lengths together (less padding; the order is a pure
+        function of the asks), ``rollout.batch_size`` rows at a time."""
+        items = [(k, p, self.prompt_token_ids(p)) for k, ask in enumerate(asks) for p in ask.prompts]
+        order = sorted(range(len(items)), key=lambda i: (len(items[i][2]), items[i][1].id, items[i][0]))
+        counts = [asks[items[i][0]].sampling.n for i in order]
+        first = asks[0].sampling
+        with self.console.bar(sum(counts), "generate", unit="answer") as bar:
+            outputs = iter(
+                decode(
+                    model,
+                    [items[i][2] for i in order],
+                    first,
+                    self.stop_ids,
+                    self.pad_id,
+                    seed=first.seed * 100_003,
+                    max_rows=self.batch_size,
+                    progress=bar.update,
+                    counts=counts,
+                )
             )
-        results = {
-            i: [self._candidate(prompts[i].id, j, out, sampling) for j, out in enumerate(rows)]
-            for i, rows in zip(order, _chunks(outputs, sampling.n), strict=True)
-        }
-        return [c for i in range(len(prompts)) for c in results[i]]
+        answered = {i: [next(outputs) for _ in range(n)] for i, n in zip(order, counts, strict=True)}
+        out: list[list[Candidate]] = [[] for _ in asks]
+        for i, (k, prompt, _) in enumerate(items):
+            out[k] += [self._candidate(prompt.id, j, d, asks[k].sampling) for j, d in enumerate(answered[i])]
+        return out
 
     def _candidate(self, prompt_id: str, index: int, out: Decoded, sampling: Sampling) -> Candidate:
         ids = out.token_ids
@@ -78,7 +97,3 @@ class TransformersEngine:
         strategy = "greedy" if sampling.temperature == 0 else "sample"
         logprobs = None if out.logprobs is None else tuple(out.logprobs)
         return Candidate(prompt_id, index, text, tuple(ids), finished, strategy, logprobs)
-
-
-def _chunks(items: list[Decoded], size: int) -> list[list[Decoded]]:
-    return [items[k : k + size] for k in range(0, len(items), size)]

@@ -20,12 +20,25 @@ from tao.core.config import Config
 from tao.core.console import Console
 from tao.core.errors import InputError, ResourceError
 from tao.core.model import BaseModel, chat_token_ids, compute_dtype, stop_token_ids
-from tao.core.types import Candidate, Prompt, Sampling
+from tao.core.types import Ask, Candidate, Prompt, Sampling
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
 CPU_KV_CACHE_GIB = 2  # the CPU build's KV cache when ``rollout.kv_cache_gib`` is 0
 REFINE_CONTEXT = 128  # tokens for the refine strategy's instruction and chat markup around the draft
 PROMPTS_PER_CALL = 512  # sequences handed to vLLM at once, divided by n: large batches, and a moving progress bar
+
+
+def _calls(items: list[tuple[int, Prompt]], rows: list[int]) -> list[list[tuple[int, Prompt]]]:
+    """``items`` in order, cut where a call would pass ``PROMPTS_PER_CALL`` sequences (``rows[i]`` each)."""
+    calls: list[list[tuple[int, Prompt]]] = [[]]
+    total = 0
+    for item, n in zip(items, rows, strict=True):
+        if calls[-1] and total + n > PROMPTS_PER_CALL:
+            calls.append([])
+            total = 0
+        calls[-1].append(item)
+        total += n
+    return calls
 
 
 def request_seed(seed: int, prompt_id: str) -> int:
@@ -52,35 +65,41 @@ class VllmEngine:
         return chat_token_ids(self.tokenizer, prompt)
 
     def generate(self, prompts: Sequence[Prompt], sampling: Sampling, adapter: Path | None) -> list[Candidate]:
-        from vllm import SamplingParams
+        return self.generate_many([Ask(tuple(prompts), sampling)], adapter)[0]
+
+    def generate_many(self, asks: Sequence[Ask], adapter: Path | None) -> list[list[Candidate]]:
+        """Every ask's prompts handed to vLLM together (in calls of about ``PROMPTS_PER_CALL`` sequences), each
+        request with its own ask's sampling and a seed of its own."""
         from vllm.inputs import TokensPrompt
 
         llm = self._engine()
         lora = self._lora_request(adapter)
-        greedy = sampling.temperature == 0
-        out: list[Candidate] = []
-        per_call = max(1, PROMPTS_PER_CALL // sampling.n)
-        with self.console.bar(len(prompts), "generate", unit="prompt") as bar:
-            for start in range(0, len(prompts), per_call):
-                chunk = prompts[start : start + per_call]
-                params = [
-                    SamplingParams(
-                        n=sampling.n,
-                        temperature=sampling.temperature,
-                        top_p=sampling.top_p,
-                        max_tokens=sampling.max_new_tokens,
-                        seed=None if greedy else request_seed(sampling.seed, p.id),
-                        logprobs=None if greedy else 0,  # 0: the sampled token's log-probability only
-                        stop_token_ids=self.stop_ids,
-                    )
-                    for p in chunk
-                ]
-                inputs = [TokensPrompt(prompt_token_ids=self.prompt_token_ids(p)) for p in chunk]
+        items = [(k, p) for k, ask in enumerate(asks) for p in ask.prompts]
+        out: list[list[Candidate]] = [[] for _ in asks]
+        with self.console.bar(len(items), "generate", unit="prompt") as bar:
+            for chunk in _calls(items, [asks[k].sampling.n for k, _ in items]):
+                params = [self._params(asks[k].sampling, p) for k, p in chunk]
+                inputs = [TokensPrompt(prompt_token_ids=self.prompt_token_ids(p)) for _, p in chunk]
                 results = self._call(llm.generate, inputs, params, use_tqdm=False, lora_request=lora)
-                for prompt, result in zip(chunk, results, strict=True):
-                    out += [self._candidate(prompt.id, j, o, sampling) for j, o in enumerate(result.outputs)]
+                for (k, prompt), result in zip(chunk, results, strict=True):
+                    sampling = asks[k].sampling
+                    out[k] += [self._candidate(prompt.id, j, o, sampling) for j, o in enumerate(result.outputs)]
                 bar.update(len(chunk))
         return out
+
+    def _params(self, sampling: Sampling, prompt: Prompt) -> Any:
+        from vllm import SamplingParams
+
+        greedy = sampling.temperature == 0
+        return SamplingParams(
+            n=sampling.n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_new_tokens,
+            seed=None if greedy else request_seed(sampling.seed, prompt.id),
+            logprobs=None if greedy else 0,  # 0: the sampled token's log-probability only
+            stop_token_ids=self.stop_ids,
+        )
 
     def release(self) -> None:
         """On a GPU, sleep: weights go to CPU memory and the KV cache is freed while the update trains."""

@@ -25,7 +25,7 @@ from tao.core.config import Config
 from tao.core.console import Console
 from tao.core.errors import InputError, ResourceError
 from tao.core.model import BaseModel, chat_token_ids, stop_token_ids
-from tao.core.types import Candidate, Prompt, Sampling
+from tao.core.types import Ask, Candidate, Prompt, Sampling
 
 START_SERVER = "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True vllm serve BASE --enable-lora --max-lora-rank RANK"
 QUICK_TIMEOUT_S = 30  # listing models
@@ -116,15 +116,21 @@ class VllmServerEngine:
         return chat_token_ids(self.tokenizer, prompt)
 
     def generate(self, prompts: Sequence[Prompt], sampling: Sampling, adapter: Path | None) -> list[Candidate]:
+        return self.generate_many([Ask(tuple(prompts), sampling)], adapter)[0]
+
+    def generate_many(self, asks: Sequence[Ask], adapter: Path | None) -> list[list[Candidate]]:
+        """Every ask's requests in flight together, at most ``rollout.batch_size`` sequences at a time."""
         model = self._model(adapter)
-        bodies = [self._body(model, p, sampling) for p in prompts]
-        out: list[Candidate] = []
-        pool = ThreadPoolExecutor(max(1, self.in_flight // sampling.n), thread_name_prefix="vllm-server")
+        items = [(k, p) for k, ask in enumerate(asks) for p in ask.prompts]
+        bodies = [self._body(model, p, asks[k].sampling) for k, p in items]
+        out: list[list[Candidate]] = [[] for _ in asks]
+        widest = max((ask.sampling.n for ask in asks), default=1)
+        pool = ThreadPoolExecutor(max(1, self.in_flight // widest), thread_name_prefix="vllm-server")
         try:
             futures = [pool.submit(self.server.post, "/v1/completions", body, REQUEST_TIMEOUT_S) for body in bodies]
-            with self.console.bar(len(prompts), "generate", unit="prompt") as bar:
-                for prompt, future in zip(prompts, futures, strict=True):
-                    out += self._candidates(prompt.id, self._answered(future), sampling)
+            with self.console.bar(len(items), "generate", unit="prompt") as bar:
+                for (k, prompt), future in zip(items, futures, strict=True):
+                    out[k] += self._candidates(prompt.id, self._answered(future), asks[k].sampling)
                     bar.update(1)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)

@@ -125,6 +125,23 @@ def test_sampled_logprobs_match_the_models_own(peaked_model, top_p, max_rows):
     assert compared > 100
 
 
+def test_prompts_may_ask_for_different_numbers_of_answers(peaked_model):
+    """``counts``: each prompt's own number of answers (requests of several strategies in one stream), each answer
+    its own prompt's (log-probabilities as a full forward over that prompt gives them), rows joining as others end."""
+    engine = engine_for(peaked_model)
+    sampling = Sampling(n=1, temperature=0.8, top_p=1.0, max_new_tokens=12, seed=5)
+    counts = [1, 3, 2, 4]
+    stop = some_stop_tokens(engine, every=11)
+    with engine.policy.attached(None) as model:
+        ids = [engine.prompt_token_ids(p) for p in prompts(4)]
+        out = decode(model, ids, sampling, stop, engine.pad_id, seed=5, max_rows=4, counts=counts)
+        assert len(out) == sum(counts)
+        owners = [i for i, n in enumerate(counts) for _ in range(n)]
+        for answer, i in zip(out, owners, strict=True):
+            expected = full_forward_logprobs(model, ids[i], answer.token_ids, 0.8, 1.0)
+            assert torch.allclose(torch.tensor(answer.logprobs), expected, atol=1e-4, rtol=0)
+
+
 def test_the_engine_records_logprobs_for_samples_only(peaked_model):
     engine = engine_for(peaked_model)
     sampled = engine.generate(prompts(2), Sampling(2, 1.0, 1.0, 8, seed=0), None)

@@ -33,9 +33,9 @@ class Recording:
     def __init__(self, engine):
         self.engine, self.tokenizer, self.asked = engine, engine.tokenizer, []
 
-    def generate(self, prompts, sampling, adapter):
-        self.asked.extend(prompts)
-        return self.engine.generate(prompts, sampling, adapter)
+    def generate_many(self, asks, adapter):
+        self.asked.extend(p for ask in asks for p in ask.prompts)
+        return self.engine.generate_many(asks, adapter)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from tao.core.console import Console
 from tao.core.errors import InputError
 from tao.core.model import BaseModel, Policy, chat_token_ids
 from tao.core.specs import parse_strategy
-from tao.core.types import Candidate, Message, Prompt, Sampling
+from tao.core.types import Ask, Candidate, Message, Prompt, Sampling
 from tests.conftest import TINY, cli
 
 
@@ -29,6 +29,17 @@ def engine(tiny_model):
 
 def prompts(n=3):
     return [Prompt(f"q{i}", (Message("user", f"write a short answer number {i}"),)) for i in range(n)]
+
+
+class Counting:
+    """The engine, recording each ``generate_many`` call as its requests' (prompts, candidates per prompt)."""
+
+    def __init__(self, engine):
+        self.engine, self.tokenizer, self.calls = engine, engine.tokenizer, []
+
+    def generate_many(self, asks, adapter):
+        self.calls.append([(len(ask.prompts), ask.sampling.n) for ask in asks])
+        return self.engine.generate_many(asks, adapter)
 
 
 def by_length(prompts, candidates):
@@ -157,28 +168,52 @@ def test_best_of_keeps_exactly_the_top_k_by_score(engine):
 
 
 @pytest.mark.parametrize(("n", "calls"), [(2, [(6, 1)]), (3, [(3, 2), (3, 1)])])
-def test_guide_variants_with_as_many_candidates_share_one_engine_call(engine, tmp_path, n, calls):
-    """Two variants, one candidate each: one call of both variants' prompts, not a small call per variant."""
+def test_guide_variants_with_as_many_candidates_share_one_request(engine, tmp_path, n, calls):
+    """Two variants, one candidate each: one request of both variants' prompts, not a small one per variant."""
     guide = tmp_path / "guides.txt"
     guide.write_text("Answer in lowercase.\n---\nAnswer in one sentence.\n")
-    asked = []
-
-    class Counting:
-        tokenizer = engine.tokenizer
-
-        def generate(self, ps, sampling, adapter):
-            asked.append((len(ps), sampling.n))
-            return engine.generate(ps, sampling, adapter)
-
+    counting = Counting(engine)
     out, spent = strategies.explore(
-        Counting(), prompts(), load_strategies([f"guide:{guide}"], n), Sampling(n, 1.0, 1.0, 6, 0), None, by_length
+        counting, prompts(), load_strategies([f"guide:{guide}"], n), Sampling(n, 1.0, 1.0, 6, 0), None, by_length
     )
-    assert asked == calls
+    assert counting.calls == [calls]
     assert [(c.prompt_id, c.index) for c in out] == [(f"q{i}", j) for i in range(3) for j in range(n)]
     for i in range(3):  # each prompt's candidates take the variants in turn, and say which
         mine = [c.context[: len("guide 1")] for c in out if c.prompt_id == f"q{i}"]
         assert sorted(mine) == sorted(f"guide {v % 2 + 1}" for v in range(n))
     assert spent[f"guide:{guide}"]["tokens"] == sum(len(c.token_ids) for c in out)
+
+
+def test_every_strategys_first_requests_go_to_the_engine_together(engine, tmp_path):
+    """The preset's mix asks the engine once per exploration (refine's rewrites, which need the drafts, after), and
+    the transformers engine decodes the requests that sample alike as one stream: fewer decode steps than one
+    stream each, with every request's candidates where the request's own call would put them."""
+    guide = tmp_path / "guides.txt"
+    guide.write_text("Answer in lowercase.\n---\nAnswer in one sentence.\n")
+    counting = Counting(engine)
+    chosen = load_strategies(["sample=2", "think", f"guide:{guide}", "best_of:2"], 8)
+    out, _ = strategies.explore(counting, prompts(), chosen, Sampling(8, 1.0, 1.0, 12, 0), None, by_length)
+    assert counting.calls == [[(3, 2), (3, 2), (6, 1), (3, 4)]] and len(out) == 3 * 8
+
+    small = TransformersEngine(engine.policy, 16, Console(True))  # room for both requests' 12 rows at once
+    asks = [
+        Ask(tuple(prompts()), Sampling(2, 1.0, 1.0, 12, seed=1)),
+        Ask(tuple(prompts(2)), Sampling(3, 1.0, 1.0, 12, 2)),
+    ]
+    steps = []
+    with small.policy.attached(None) as model:
+        hook = model.register_forward_pre_hook(
+            lambda module, args, kwargs: steps.append(kwargs["input_ids"].shape[1] == 1), with_kwargs=True
+        )
+    together = small.generate_many(asks, None)  # the second's rows decode beside the first's
+    together_steps, steps[:] = sum(steps), []
+    apart = [small.generate(list(ask.prompts), ask.sampling, None) for ask in asks]
+    hook.remove()
+    assert together_steps < sum(steps)
+    for ask, mine, alone in zip(asks, together, apart, strict=True):
+        assert [(c.prompt_id, c.index) for c in mine] == [(c.prompt_id, c.index) for c in alone]
+        assert [(c.prompt_id, c.index) for c in mine] == [(p.id, j) for p in ask.prompts for j in range(ask.sampling.n)]
+        assert all(len(c.logprobs) == len(c.token_ids) > 0 for c in mine)
 
 
 def test_think_keeps_the_final_answer_only(engine):

@@ -15,7 +15,7 @@ from tao.core.config import Config
 from tao.core.config_file import replace
 from tao.core.console import Console
 from tao.core.model import BaseModel, Policy
-from tao.core.types import Message, Prompt, Sampling
+from tao.core.types import Ask, Message, Prompt, Sampling
 from tests.conftest import TINY, build_tiny_model, cli
 
 pytestmark = pytest.mark.vllm
@@ -101,6 +101,18 @@ def test_sampling_is_reproducible_under_a_seed_and_independent_of_the_batch(vllm
     other = vllm_engine.generate(prompts(4), replace_seed(s, 4), adapter)
     assert [c.token_ids for c in other] != [c.token_ids for c in first]
     assert len({c.token_ids for c in first[:4]}) > 1  # a group's samples differ
+
+
+def test_requests_asked_together_get_what_each_gets_alone(vllm_engine, adapter):
+    """Exploration hands vLLM every strategy's requests at once; per-request seeds keep each request's answers."""
+    asks = [
+        Ask(tuple(prompts(3)), Sampling(n=2, temperature=1.0, top_p=0.95, max_new_tokens=12, seed=3)),
+        Ask(tuple(prompts(2)), Sampling(n=3, temperature=0.7, top_p=1.0, max_new_tokens=8, seed=4)),
+        Ask(tuple(prompts(2)), Sampling(n=1, temperature=0.0, top_p=1.0, max_new_tokens=8, seed=0)),
+    ]
+    together = vllm_engine.generate_many(asks, adapter)
+    assert together == [vllm_engine.generate(list(a.prompts), a.sampling, adapter) for a in asks]
+    assert [len(c) for c in together] == [6, 6, 2] and together[0][0].token_ids != together[1][0].token_ids
 
 
 def replace_seed(sampling, seed):

@@ -164,10 +164,10 @@ def test_other_failures_are_not_disguised(tiny_model):
 def test_the_cli_prints_a_resource_error_as_one_line_with_exit_1(tiny_model, prompts_file, tmp_path, monkeypatch):
     import rollouts.transformers_engine as te
 
-    def oom(self, model, prompts, sampling):
+    def oom(self, model, asks):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(te.TransformersEngine, "_generate", oom)
+    monkeypatch.setattr(te.TransformersEngine, "_stream", oom)
     result = cli("run", "--prompts", prompts_file, "--model", tiny_model, "--run-dir", tmp_path / "run", "--quiet")
     assert result.exit_code == 1
     assert result.output == (

@@ -122,6 +122,14 @@ class Sampling:
 
 
 @dataclass(frozen=True)
+class Ask:
+    """One request to an engine: ``sampling.n`` candidates for each of ``prompts``."""
+
+    prompts: tuple[Prompt, ...]
+    sampling: Sampling
+
+
+@dataclass(frozen=True)
 class Candidate:
     """One generated answer to one prompt."""
 
