@@ -111,7 +111,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} thread(s)",
         "model": config.model.name,
         "settings": {
-            "config": args.config,
+            "config": os.path.relpath(args.config, ROOT),
             "prompts": f"the first {len(prompts)} of IFEval's file",
             "strategies": list(r.strategies),
             "num_candidates": r.num_candidates,
