@@ -106,7 +106,7 @@ class GrowingLayer(DynamicLayer):
         self.length, self.capacity = length, capacity
         self.keys, self.values = self.key_buffer[:, :, :length], self.value_buffer[:, :, :length]
 
-    def batch_repeat_interleave(self, repeats: int) -> None:
+    def batch_repeat_interleave(self, repeats: Any) -> None:
         self.key_buffer = self.key_buffer.repeat_interleave(repeats, dim=0)
         self.value_buffer = self.value_buffer.repeat_interleave(repeats, dim=0)
 
@@ -254,6 +254,8 @@ def decode(
     each, left-padded, and decoded together; finished rows leave the batch once they are a quarter of it, and the
     prompts still waiting take their places when a quarter of the rows is free, so the batch stays full.
     ``progress`` is told how many answers each step finished."""
+    if not prompt_ids:
+        return []
     counts = [sampling.n] * len(prompt_ids) if counts is None else list(counts)
     budget = sampling.max_new_tokens
     first_row = [0, *itertools.accumulate(counts)]

@@ -144,6 +144,7 @@ def test_prompts_may_ask_for_different_numbers_of_answers(peaked_model):
 
 def test_the_engine_records_logprobs_for_samples_only(peaked_model):
     engine = engine_for(peaked_model)
+    assert engine.generate([], Sampling(2, 1.0, 1.0, 8, seed=0), None) == []  # nothing asked, nothing decoded
     sampled = engine.generate(prompts(2), Sampling(2, 1.0, 1.0, 8, seed=0), None)
     assert all(c.logprobs is not None and len(c.logprobs) == len(c.token_ids) for c in sampled)
     assert all(lp <= 0 for c in sampled for lp in c.logprobs)
